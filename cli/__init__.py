@@ -1,0 +1,1 @@
+"""Command-line entry points (parse arguments, select the backend, then import Keras)."""

@@ -1,0 +1,41 @@
+"""Shared test set-up: quiet, deterministic TensorFlow; hypothesis profiles; backend report.
+
+The backend comes from ``KERAS_BACKEND`` (``make test`` runs the suite once per backend).
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+settings.register_profile(
+    "default",
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    derandomize=True,
+)
+settings.register_profile("thorough", max_examples=300, deadline=None, derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+_SUMMARY: list[str] = []
+
+
+def add_summary_line(line: str) -> None:
+    """Queue a line for the end-of-run summary (used by the cross-backend report)."""
+    _SUMMARY.append(line)
+
+
+def pytest_report_header(config):
+    return f"keras backend (KERAS_BACKEND): {os.environ.get('KERAS_BACKEND', 'tensorflow')}"
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    if _SUMMARY:
+        terminalreporter.section("cross-backend agreement")
+        for line in _SUMMARY:
+            terminalreporter.write_line(line)
