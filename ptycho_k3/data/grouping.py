@@ -1,0 +1,272 @@
+"""Grouping scan positions into ``C = gridsize^2`` nearest neighbours (data.md §2-§3).
+
+"Sample then group": draw seed positions, then for each seed pick ``C`` of its ``K`` nearest
+neighbours (the seed itself excluded). Every random choice comes from one
+``numpy.random.Generator`` built from ``seed``; global NumPy state is never touched.
+
+Layouts (physics.md §2): channel format ``(B, N, N, C)``; offsets ``(B, 1, 2, C)`` with axis 2 =
+``[x, y]``; group centres ``(B, 1, 2, 1)``. Relative offsets are ``-(coord_c - centre)``: they point
+from a member towards its group centre and sum to zero per group.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+from .normalize import normalize_diffraction
+from .npz import ScanData
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, eq=False)
+class GroupedData:
+    """Groups of ``C`` neighbouring scan positions, ready for the model.
+
+    Attributes:
+        diffraction: float32 ``(B, N, N, C)`` amplitudes normalised to mean energy ``(N/2)^2``
+            per pattern over the whole grouped set (physics.md §9).
+        norm_factor: the factor that was multiplied into the raw amplitudes.
+        coords_nn: float64 ``(B, 1, 2, C)`` member positions ``[x, y]`` (object pixels).
+        coords_offsets: float64 ``(B, 1, 2, 1)`` group centres (mean of the members).
+        coords_relative: float64 ``(B, 1, 2, C)`` ``= -(coords_nn - coords_offsets)``.
+        coords_start_nn, coords_start_offsets, coords_start_relative: the same from the
+            ``*_start`` coordinates (equal to the above in the usual case).
+        nn_indices: int64 ``(B, C)`` rows of the scan (of the file, also after subsampling).
+        patches: complex64 ``(B, N, N, C)`` ground truth at the TRUE member positions, or None.
+        object: complex64 ``(H, W)`` or None. probe: complex64 ``(N, N)`` (raw).
+        gridsize: gs. subsample_indices: rows kept by ``n_subsample`` (sorted) or None.
+        metadata: the scan's metadata dict.
+    """
+
+    diffraction: np.ndarray
+    norm_factor: float
+    coords_nn: np.ndarray
+    coords_offsets: np.ndarray
+    coords_relative: np.ndarray
+    coords_start_nn: np.ndarray
+    coords_start_offsets: np.ndarray
+    coords_start_relative: np.ndarray
+    nn_indices: np.ndarray
+    patches: np.ndarray | None
+    object: np.ndarray | None
+    probe: np.ndarray
+    gridsize: int
+    subsample_indices: np.ndarray | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n(self) -> int:
+        return int(self.diffraction.shape[1])
+
+    @property
+    def n_groups(self) -> int:
+        return int(self.diffraction.shape[0])
+
+    @property
+    def group_size(self) -> int:
+        return int(self.diffraction.shape[-1])
+
+    def relative_offsets_pairs(self) -> np.ndarray:
+        """float32 ``(B, C, 2)`` relative offsets ``[dx, dy]`` per member (physics' layout)."""
+        return np.ascontiguousarray(
+            np.transpose(self.coords_relative[:, 0], (0, 2, 1)), dtype=np.float32)
+
+    def centres(self) -> np.ndarray:
+        """float64 ``(B, 2)`` group centres ``[x, y]``."""
+        return self.coords_offsets[:, 0, :, 0]
+
+
+def subsample_indices(m: int, n_subsample: int, seed: int) -> np.ndarray:
+    """Sorted random rows ``(min(n_subsample, m),)`` drawn without replacement (own generator)."""
+    if n_subsample <= 0:
+        raise ValueError(f"n_subsample must be > 0, got {n_subsample}")
+    if n_subsample >= m:
+        return np.arange(m, dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(m, size=n_subsample, replace=False)).astype(np.int64)
+
+
+def _neighbours(points: np.ndarray, seeds: np.ndarray, k: int) -> np.ndarray:
+    """``(S, k')`` indices of each seed's nearest neighbours, the first hit (itself) dropped.
+
+    ``k' = min(k, M - 1)``: a KD-tree query for more points than exist pads with index M.
+    """
+    m = points.shape[0]
+    kq = min(k + 1, m)
+    _, idx = cKDTree(points).query(points[seeds], k=kq)
+    idx = np.asarray(idx, dtype=np.int64).reshape(len(seeds), kq)
+    return idx[:, 1:]
+
+
+def _choose_members(nbrs: np.ndarray, seeds: np.ndarray, c: int,
+                    rng: np.random.Generator) -> np.ndarray:
+    """Pick ``c`` members per row of ``nbrs`` at random, in random order (vectorised)."""
+    if nbrs.shape[1] < c:
+        # data.md §2: too few neighbours -> prepend the seed.
+        nbrs = np.concatenate([seeds[:, None], nbrs], axis=1)
+    s, k = nbrs.shape
+    if k >= c:
+        order = np.argsort(rng.random((s, k)), axis=1)[:, :c]
+    else:  # still too few: with replacement
+        order = rng.integers(0, k, size=(s, c))
+    return np.take_along_axis(nbrs, order, axis=1)
+
+
+def _oversampled_groups(points: np.ndarray, n_groups: int, c: int, pool: int,
+                        rng: np.random.Generator) -> np.ndarray:
+    """data.md §2.4: C-combinations of each seed's ``pool`` neighbours, then a random draw."""
+    m = points.shape[0]
+    per_seed = math.comb(pool, c)
+    n_seeds = min(2 * math.ceil(n_groups / per_seed), m)
+    seeds = rng.choice(m, size=n_seeds, replace=False)
+    nbrs = _neighbours(points, seeds, pool)
+    if nbrs.shape[1] < pool:
+        raise ValueError(f"neighbor_pool_size {pool} needs at least {pool + 1} scan positions, "
+                         f"the scan has {m}")
+    combos = np.array(list(itertools.combinations(range(pool), c)), dtype=np.int64)
+    candidates = nbrs[:, combos].reshape(-1, c)[: 2 * n_groups]
+    replace_ = candidates.shape[0] < n_groups
+    pick = rng.choice(candidates.shape[0], size=n_groups, replace=replace_)
+    return candidates[pick]
+
+
+def group_indices(points: np.ndarray, gridsize: int, n_groups: int = 512,
+                  neighbor_count: int = 4, seed: int = 0, sequential: bool = False,
+                  enable_oversampling: bool = False,
+                  neighbor_pool_size: int | None = None) -> np.ndarray:
+    """Member rows ``(B, C)`` for positions ``points`` ``(M, 2)`` ([x, y]); see data.md §2."""
+    c = gridsize * gridsize
+    m = points.shape[0]
+    k = int(neighbor_count)
+    if gridsize < 1:
+        raise ValueError(f"gridsize must be >= 1, got {gridsize}")
+    if n_groups < 1:
+        raise ValueError(f"n_groups must be >= 1, got {n_groups}")
+    if m < c:
+        raise ValueError(f"gridsize {gridsize} needs groups of {c} positions; the scan has only {m}")
+    if c > 1 and k < c:
+        raise ValueError(f"neighbor_count K={k} must be >= C=gridsize^2={c}")
+    rng = np.random.default_rng(seed)
+    if c > 1 and n_groups > m:
+        pool = k if neighbor_pool_size is None else int(neighbor_pool_size)
+        if not enable_oversampling:
+            raise ValueError(
+                f"n_groups={n_groups} exceeds the {m} scan positions at gridsize {gridsize}; "
+                "set enable_oversampling=True (with neighbor_pool_size >= C) to draw extra "
+                "neighbour combinations, or lower n_groups")
+        if pool < c:
+            raise ValueError(f"oversampling needs neighbor_pool_size >= C={c}, got {pool}")
+        return _oversampled_groups(points, n_groups, c, pool, rng)
+    b = min(n_groups, m)
+    if sequential:
+        seeds = np.arange(b, dtype=np.int64)
+    elif b == m:
+        seeds = np.arange(m, dtype=np.int64)
+    else:
+        seeds = rng.choice(m, size=b, replace=False).astype(np.int64)
+    if c == 1:
+        return seeds[:, None]
+    return _choose_members(_neighbours(points, seeds, k), seeds, c, rng)
+
+
+def _group_coords(x: np.ndarray, y: np.ndarray, idx: np.ndarray):
+    nn = np.stack([x[idx], y[idx]], axis=1)[:, None]  # (B, 1, 2, C)
+    centre = nn.mean(axis=-1, keepdims=True)
+    return nn, centre, -(nn - centre)
+
+
+def _warn_margin(relative: np.ndarray, n: int, gridsize: int) -> None:
+    from ptycho_k3 import physics
+
+    margin = physics.canvas_margin(n, physics.canvas_size(n, gridsize))
+    worst = float(np.max(np.abs(relative))) if relative.size else 0.0
+    if worst > margin:
+        frac = float(np.mean(np.max(np.abs(relative), axis=(1, 2)) > margin))
+        warnings.warn(
+            f"relative offsets reach {worst:.1f} px but the group canvas (N={n}, gridsize "
+            f"{gridsize}) only has a {margin} px margin; {100 * frac:.1f}% of groups have members "
+            "partly outside the canvas (zero filled). Scan positions are sparse for this gridsize.",
+            stacklevel=3)
+
+
+def group_scan(data: ScanData, gridsize: int, n_groups: int = 512, neighbor_count: int = 4,
+               seed: int = 0, sequential: bool = False, enable_oversampling: bool = False,
+               neighbor_pool_size: int | None = None, n_subsample: int | None = None,
+               subsample_seed: int | None = None, norm_factor: float | None = None,
+               with_patches: bool = True) -> GroupedData:
+    """Group a scan into ``C = gridsize^2`` neighbours and normalise its diffraction.
+
+    Args:
+        data: the scan.
+        gridsize: gs; groups have ``C = gs^2`` members.
+        n_groups: number of groups B requested (``min(n_groups, M)`` without oversampling).
+        neighbor_count: K nearest neighbours (seed excluded) that members are drawn from.
+        seed: seed of the private generator for seeds and member choice.
+        sequential: use the first ``n_groups`` positions as seeds instead of a random draw.
+        enable_oversampling: allow ``n_groups > M`` at gs > 1 (data.md §2.4).
+        neighbor_pool_size: neighbours per seed for oversampling (default K).
+        n_subsample: first keep a random subset of this many positions (sorted), drawn with
+            ``subsample_seed`` (default ``seed``); recorded in ``subsample_indices``.
+        norm_factor: apply this normalisation factor instead of computing one.
+        with_patches: also build ground-truth patches (from ``Y`` if present, else cut from the
+            object at the true member positions).
+
+    Returns:
+        GroupedData. Warns when relative offsets exceed the canvas margin (physics.md §4).
+    """
+    rows = None
+    scan = data
+    if n_subsample is not None:
+        rows = subsample_indices(data.n_positions, n_subsample,
+                                 seed if subsample_seed is None else subsample_seed)
+        scan = data.select(rows)
+    points = np.stack([scan.xcoords, scan.ycoords], axis=1)
+    local = group_indices(points, gridsize, n_groups, neighbor_count, seed, sequential,
+                          enable_oversampling, neighbor_pool_size)
+    c = local.shape[1]
+    n = scan.n
+    raw = scan.diffraction[local]  # (B, C, N, N)
+    diff, factor = normalize_diffraction(raw, norm_factor)
+    diff = np.ascontiguousarray(np.transpose(diff, (0, 2, 3, 1)))
+    nn, centre, rel = _group_coords(scan.xcoords, scan.ycoords, local)
+    nn_s, centre_s, rel_s = _group_coords(scan.xcoords_start, scan.ycoords_start, local)
+    if c > 1:
+        _warn_margin(rel, n, gridsize)
+    patches = None
+    if with_patches:
+        patches = _group_patches(scan, local)
+    file_rows = local if rows is None else rows[local]
+    log.info("grouped %d positions into %d groups of %d (gridsize %d, K %d, seed %d); "
+             "normalisation factor %.6g", scan.n_positions, local.shape[0], c, gridsize,
+             neighbor_count, seed, factor)
+    return GroupedData(
+        diffraction=diff, norm_factor=factor, coords_nn=nn, coords_offsets=centre,
+        coords_relative=rel, coords_start_nn=nn_s, coords_start_offsets=centre_s,
+        coords_start_relative=rel_s, nn_indices=file_rows.astype(np.int64), patches=patches,
+        object=scan.object, probe=scan.probe, gridsize=gridsize, subsample_indices=rows,
+        metadata=dict(scan.metadata),
+    )
+
+
+def _group_patches(scan: ScanData, local: np.ndarray) -> np.ndarray | None:
+    """Ground truth ``(B, N, N, C)``: ``Y`` rows, or the object cut at the TRUE positions."""
+    if scan.patches is not None:
+        per_row = scan.patches
+        return np.ascontiguousarray(np.transpose(per_row[local], (0, 2, 3, 1)))
+    if scan.object is None:
+        return None
+    from .patches import cut_patches
+
+    used, inverse = np.unique(local, return_inverse=True)
+    cut = cut_patches(scan.object, scan.xcoords[used], scan.ycoords[used], scan.n)
+    grouped = cut[inverse.reshape(local.shape)]
+    return np.ascontiguousarray(np.transpose(grouped, (0, 2, 3, 1)))

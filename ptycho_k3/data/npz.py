@@ -1,0 +1,406 @@
+"""Reading and writing scan NPZ files (data.md §1), with one clear error per broken rule.
+
+Units and conventions: coordinates are object pixels, x = column, y = row; diffraction is the
+far-field **amplitude** (sqrt(counts) up to a scale), DC at ``(N/2, N/2)``; the probe is on the
+object pixel grid. Nothing here imports Keras.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import warnings
+import zipfile
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import DataError
+
+#: Patch sides the model supports.
+SUPPORTED_N = (64, 128, 256)
+
+_DIFFRACTION_KEYS = ("diff3d", "diffraction")
+_PATCH_KEYS = ("Y", "ground_truth_patches")
+
+
+@dataclass(frozen=True, eq=False)
+class ScanData:
+    """One ptychographic scan as loaded from (or written to) an NPZ file.
+
+    Attributes:
+        xcoords, ycoords: float64 ``(M,)`` scan positions in object pixels (x column, y row).
+        xcoords_start, ycoords_start: float64 ``(M,)``; default to ``xcoords``/``ycoords``.
+        diffraction: float32 ``(M, N, N)`` amplitudes, DC at ``(N/2, N/2)``, as stored (no scaling).
+        probe: complex64 ``(N, N)`` probe (raw, not normalised).
+        object: complex64 ``(H, W)`` ground-truth object or None.
+        patches: complex64 ``(M, N, N)`` ground-truth patches (``Y`` or ``ground_truth_patches``)
+            or None.
+        scan_index: int64 ``(M,)`` (zeros when absent).
+        metadata: dict parsed from ``_metadata`` (empty when absent).
+        source: the file it came from, or None.
+    """
+
+    xcoords: np.ndarray
+    ycoords: np.ndarray
+    diffraction: np.ndarray
+    probe: np.ndarray
+    xcoords_start: np.ndarray | None = None
+    ycoords_start: np.ndarray | None = None
+    object: np.ndarray | None = None
+    patches: np.ndarray | None = None
+    scan_index: np.ndarray | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    source: str | None = None
+
+    def __post_init__(self) -> None:
+        # Fill the documented defaults so every instance has complete arrays.
+        m = len(self.xcoords)
+        if self.xcoords_start is None:
+            object.__setattr__(self, "xcoords_start", np.array(self.xcoords, dtype=np.float64))
+        if self.ycoords_start is None:
+            object.__setattr__(self, "ycoords_start", np.array(self.ycoords, dtype=np.float64))
+        if self.scan_index is None:
+            object.__setattr__(self, "scan_index", np.zeros(m, dtype=np.int64))
+
+    @property
+    def n(self) -> int:
+        """Patch / detector side N in pixels."""
+        return int(self.diffraction.shape[-1])
+
+    @property
+    def n_positions(self) -> int:
+        """Number of scan positions M."""
+        return int(self.diffraction.shape[0])
+
+    @property
+    def positions(self) -> np.ndarray:
+        """float64 ``(M, 2)`` of ``[x, y]``."""
+        return np.stack([self.xcoords, self.ycoords], axis=1)
+
+    @property
+    def nphotons(self) -> float | None:
+        """``nphotons`` from the metadata (top level or under ``physics_parameters``), or None."""
+        return metadata_nphotons(self.metadata)
+
+    def select(self, indices: np.ndarray) -> ScanData:
+        """A new ScanData holding only the rows ``indices`` (object and probe are shared)."""
+        idx = np.asarray(indices, dtype=np.int64)
+        return replace(
+            self,
+            xcoords=self.xcoords[idx],
+            ycoords=self.ycoords[idx],
+            xcoords_start=self.xcoords_start[idx],
+            ycoords_start=self.ycoords_start[idx],
+            diffraction=self.diffraction[idx],
+            patches=None if self.patches is None else self.patches[idx],
+            scan_index=self.scan_index[idx],
+        )
+
+
+def metadata_nphotons(metadata: dict[str, Any]) -> float | None:
+    """``nphotons`` at the top level of ``metadata`` or under ``physics_parameters``; else None."""
+    candidates = [metadata.get("nphotons")]
+    phys = metadata.get("physics_parameters")
+    if isinstance(phys, dict):
+        candidates.append(phys.get("nphotons"))
+    for value in candidates:
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            continue
+        if v > 0 and math.isfinite(v):
+            return v
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# reading
+
+
+class _Reader:
+    """Reads and checks the arrays of one NPZ file; every error names the file and key."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.name = str(path)
+        try:
+            archive = np.load(path, allow_pickle=False)
+        except FileNotFoundError:
+            raise DataError(f"{self.name}: file not found") from None
+        except IsADirectoryError:
+            raise DataError(f"{self.name}: is a directory, expected an .npz file") from None
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+            raise DataError(f"{self.name}: not a readable NPZ file ({_short(exc)})") from None
+        if not isinstance(archive, np.lib.npyio.NpzFile):
+            raise DataError(f"{self.name}: holds a single .npy array, expected an NPZ archive of "
+                            "named arrays (xcoords, ycoords, diff3d, probeGuess, ...)")
+        self.archive = archive
+        self.keys = set(archive.files)
+
+    def close(self) -> None:
+        self.archive.close()
+
+    def fail(self, key: str, what: str) -> DataError:
+        return DataError(f"{self.name}: key '{key}' {what}")
+
+    def raw(self, key: str) -> np.ndarray:
+        try:
+            return np.asarray(self.archive[key])
+        except ValueError as exc:
+            if "allow_pickle" in str(exc):
+                raise self.fail(key, "holds Python objects (pickled); expected a numeric array") \
+                    from None
+            raise self.fail(key, f"cannot be read ({_short(exc)})") from None
+        except (OSError, EOFError, zipfile.BadZipFile, KeyError, TypeError) as exc:
+            raise self.fail(key, f"cannot be read; truncated or corrupt file? ({_short(exc)})") \
+                from None
+
+    def numeric(self, key: str, *, complex_ok: bool) -> np.ndarray:
+        a = self.raw(key)
+        kinds = "biufc" if complex_ok else "biuf"
+        if a.dtype.kind == "c" and not complex_ok:
+            raise self.fail(key, f"is complex ({a.dtype}); expected real values")
+        if a.dtype.kind not in kinds or a.dtype.kind == "b" or a.dtype.fields is not None:
+            expected = "a real or complex numeric array" if complex_ok else "a real numeric array"
+            raise self.fail(key, f"has dtype {a.dtype}; expected {expected}")
+        return a
+
+    def finite(self, key: str, a: np.ndarray) -> None:
+        if a.dtype.kind in "fc" and a.size and not np.all(np.isfinite(a)):
+            bad = int(np.size(a) - np.count_nonzero(np.isfinite(a)))
+            raise self.fail(key, f"contains {bad} non-finite value(s) (NaN or inf)")
+
+    def coords(self, key: str, m: int | None) -> np.ndarray:
+        a = self.numeric(key, complex_ok=False)
+        if a.ndim != 1:
+            want = f"({m},)" if m is not None else "(M,)"
+            raise self.fail(key, f"has shape {a.shape}; expected {want} (one value per scan)")
+        if m is not None and a.shape[0] != m:
+            raise self.fail(key, f"has {a.shape[0]} entries; expected {m} (one per scan position, "
+                                 "like xcoords)")
+        out = a.astype(np.float64)
+        self.finite(key, out)
+        return out
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text[:200]
+
+
+def _read_diffraction(r: _Reader, m: int) -> np.ndarray:
+    key = next((k for k in _DIFFRACTION_KEYS if k in r.keys), None)
+    if key is None:
+        raise DataError(f"{r.name}: missing key 'diff3d' (or its alias 'diffraction'): the "
+                        f"diffraction amplitudes (M, N, N) = ({m}, N, N)")
+    a = r.numeric(key, complex_ok=False)
+    if a.ndim == 4 and a.shape[-1] == 1:
+        a = a[..., 0]
+    if a.ndim != 3:
+        raise r.fail(key, f"has shape {a.shape}; expected (M, N, N) = ({m}, N, N), "
+                          f"(M, N, N, 1) or legacy (N, N, M)")
+    # The first axis is checked first, as the original loader does.
+    if a.shape[0] == m and a.shape[1] == a.shape[2]:
+        pass
+    elif a.shape[2] == m and a.shape[0] == a.shape[1]:
+        a = np.transpose(a, (2, 0, 1))
+    else:
+        raise r.fail(key, f"has shape {a.shape}; expected (M, N, N) = ({m}, N, N) or legacy "
+                          f"(N, N, M) with M = {m} scan positions (length of xcoords)")
+    n = a.shape[-1]
+    if n not in SUPPORTED_N:
+        raise r.fail(key, f"has pattern size {n}x{n}; N must be one of {SUPPORTED_N}")
+    if a.dtype.kind == "f":
+        r.finite(key, a)
+    out = np.ascontiguousarray(a, dtype=np.float32)
+    # float64 values beyond float32 range become inf on conversion.
+    r.finite(key, out)
+    if out.size and float(out.min()) < 0:
+        raise r.fail(key, f"has negative values (min {float(out.min()):.4g}); diffraction must be "
+                          "amplitude >= 0 (sqrt of counts), not signed data")
+    return out
+
+
+def _read_complex_image(r: _Reader, key: str, shape: tuple[int, ...] | None, what: str) \
+        -> np.ndarray:
+    a = r.numeric(key, complex_ok=True)
+    if shape is not None and a.shape != shape:
+        raise r.fail(key, f"has shape {a.shape}; expected {what} = {shape}")
+    out = a.astype(np.complex64)
+    r.finite(key, out)
+    return out
+
+
+def _read_patches(r: _Reader, m: int, n: int) -> np.ndarray | None:
+    for key in _PATCH_KEYS:
+        if key not in r.keys:
+            continue
+        a = r.numeric(key, complex_ok=True)
+        if a.ndim >= 1 and a.shape[0] != m:
+            # data.md §1: Y with a different first axis is ignored, as in the original.
+            warnings.warn(f"{r.name}: key '{key}' has {a.shape[0]} patches but there are {m} scan "
+                          "positions; ignoring it", stacklevel=3)
+            continue
+        if a.ndim == 4 and a.shape[-1] == 1:
+            a = a[..., 0]
+        if a.shape != (m, n, n):
+            raise r.fail(key, f"has shape {a.shape}; expected (M, N, N) = ({m}, {n}, {n})")
+        out = a.astype(np.complex64)
+        r.finite(key, out)
+        return out
+    return None
+
+
+def _read_metadata(r: _Reader) -> dict[str, Any]:
+    if "_metadata" not in r.keys:
+        return {}
+    try:
+        value = r.archive["_metadata"]
+    except ValueError:
+        # Legacy files store a pickled 0-d object array. Unpickle that one key only.
+        value = _legacy_metadata(r)
+    except (OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise r.fail("_metadata", f"cannot be read ({_short(exc)})") from None
+    value = np.asarray(value)
+    if value.shape == () and value.dtype.kind in "USO":
+        value = value.item()
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", errors="replace")
+    if isinstance(value, dict):
+        return value
+    if isinstance(value, str):
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError:
+            parsed = None
+        if isinstance(parsed, dict):
+            return parsed
+    warnings.warn(f"{r.name}: key '_metadata' is not a JSON object string; ignoring it",
+                  stacklevel=3)
+    return {}
+
+
+def _legacy_metadata(r: _Reader) -> Any:
+    try:
+        with np.load(r.path, allow_pickle=True) as legacy:
+            return legacy["_metadata"]
+    except Exception as exc:  # unpickling can raise anything; metadata is optional
+        warnings.warn(f"{r.name}: legacy key '_metadata' cannot be unpickled ({_short(exc)}); "
+                      "ignoring it", stacklevel=4)
+        return None
+
+
+def load_npz(path: str | os.PathLike) -> ScanData:
+    """Load a scan NPZ (data.md §1) and check it.
+
+    Accepts ``diff3d`` or ``diffraction``; layouts (M, N, N), (M, N, N, 1) and legacy (N, N, M);
+    float or integer amplitudes; missing ``xcoords_start``/``ycoords_start`` (default to the plain
+    coordinates); ``_metadata`` as a JSON string (or the legacy pickled 0-d array, the only key
+    ever unpickled). ``Y`` is preferred over ``ground_truth_patches``; either is ignored (with a
+    warning) when its first axis is not M.
+
+    Raises:
+        DataError: missing/unreadable file, missing key, wrong shape or length, non-finite values,
+        negative or complex diffraction, probe not (N, N), N not in {64, 128, 256}, no positions.
+    """
+    p = Path(path)
+    r = _Reader(p)
+    try:
+        for key in ("xcoords", "ycoords"):
+            if key not in r.keys:
+                raise DataError(f"{r.name}: missing key '{key}': scan positions (M,) in object "
+                                f"pixels; the file has {sorted(r.keys)}")
+        x = r.coords("xcoords", None)
+        m = x.shape[0]
+        if m == 0:
+            raise DataError(f"{r.name}: empty dataset: 'xcoords' has no scan positions")
+        y = r.coords("ycoords", m)
+        diff = _read_diffraction(r, m)
+        n = diff.shape[-1]
+        if "probeGuess" not in r.keys:
+            raise DataError(f"{r.name}: missing key 'probeGuess': the probe, complex (N, N) = "
+                            f"({n}, {n})")
+        probe = _read_complex_image(r, "probeGuess", (n, n), "(N, N)")
+        obj = None
+        if "objectGuess" in r.keys:
+            obj = _read_complex_image(r, "objectGuess", None, "(H, W)")
+            if obj.ndim != 2 or min(obj.shape) < 1:
+                raise r.fail("objectGuess", f"has shape {obj.shape}; expected a 2-D object (H, W)")
+        xs = r.coords("xcoords_start", m) if "xcoords_start" in r.keys else None
+        ys = r.coords("ycoords_start", m) if "ycoords_start" in r.keys else None
+        scan_index = None
+        if "scan_index" in r.keys:
+            si = r.coords("scan_index", m)
+            if not np.all(si == np.round(si)):
+                raise r.fail("scan_index", "has non-integer values; expected integers (M,)")
+            scan_index = si.astype(np.int64)
+        patches = _read_patches(r, m, n)
+        metadata = _read_metadata(r)
+    finally:
+        r.close()
+    return ScanData(
+        xcoords=x, ycoords=y, diffraction=diff, probe=probe, xcoords_start=xs, ycoords_start=ys,
+        object=obj, patches=patches, scan_index=scan_index, metadata=metadata, source=str(p),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# writing
+
+
+def save_npz(path: str | os.PathLike, data: ScanData, *, compress: bool = False,
+             patches_key: str = "ground_truth_patches") -> Path:
+    """Write ``data`` as an NPZ the original PtychoPINN can read; atomically.
+
+    Keys: ``diff3d`` (float32 amplitude (M, N, N)), ``xcoords``/``ycoords`` and
+    ``xcoords_start``/``ycoords_start`` (float64), ``scan_index`` (int64), ``probeGuess``
+    (complex64), ``objectGuess`` (complex64) if any, ground-truth patches under ``patches_key``
+    (``ground_truth_patches`` or ``Y``) if any, and ``_metadata`` as a plain JSON unicode string
+    (loads with ``allow_pickle=False``). The file is written to a temporary file in the same
+    directory and renamed over ``path``, so readers never see a partial file.
+    """
+    if patches_key not in _PATCH_KEYS:
+        raise ValueError(f"save_npz: patches_key must be one of {_PATCH_KEYS}, got {patches_key!r}")
+    out = Path(path)
+    if out.suffix != ".npz":
+        out = out.with_name(out.name + ".npz")  # numpy would append it anyway
+    arrays: dict[str, np.ndarray] = {
+        "diff3d": np.asarray(data.diffraction, dtype=np.float32),
+        "xcoords": np.asarray(data.xcoords, dtype=np.float64),
+        "ycoords": np.asarray(data.ycoords, dtype=np.float64),
+        "xcoords_start": np.asarray(data.xcoords_start, dtype=np.float64),
+        "ycoords_start": np.asarray(data.ycoords_start, dtype=np.float64),
+        "scan_index": np.asarray(data.scan_index, dtype=np.int64),
+        "probeGuess": np.asarray(data.probe, dtype=np.complex64),
+    }
+    if data.object is not None:
+        arrays["objectGuess"] = np.asarray(data.object, dtype=np.complex64)
+    if data.patches is not None:
+        arrays[patches_key] = np.asarray(data.patches, dtype=np.complex64)
+    arrays["_metadata"] = np.array(json.dumps(data.metadata, default=_json_default))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    writer = np.savez_compressed if compress else np.savez
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            writer(fh, **arrays)
+        os.replace(tmp, out)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return out
+
+
+def _json_default(value: Any) -> Any:
+    """JSON for NumPy scalars/arrays that end up in metadata."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"metadata value of type {type(value).__name__} is not JSON serialisable")
