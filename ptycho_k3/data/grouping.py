@@ -152,7 +152,8 @@ def group_indices(points: np.ndarray, gridsize: int, n_groups: int = 512,
     if n_groups < 1:
         raise ValueError(f"n_groups must be >= 1, got {n_groups}")
     if m < c:
-        raise ValueError(f"gridsize {gridsize} needs groups of {c} positions; the scan has only {m}")
+        raise ValueError(f"gridsize {gridsize} needs groups of {c} positions; "
+                         f"the scan has only {m}")
     if c > 1 and k < c:
         raise ValueError(f"neighbor_count K={k} must be >= C=gridsize^2={c}")
     rng = np.random.default_rng(seed)

@@ -19,7 +19,8 @@ def normalization_factor(amplitudes: np.ndarray) -> float:
     n = x.shape[-1]
     energy = float(np.mean(np.sum(np.square(x, dtype=np.float64), axis=(-2, -1))))
     if not (energy > 0 and math.isfinite(energy)):
-        raise DataError("the diffraction data has zero (or non-finite) total energy; cannot normalise")
+        raise DataError("the diffraction data has zero (or non-finite) total energy; "
+                        "cannot normalise")
     return math.sqrt((n / 2.0) ** 2 / energy)
 
 

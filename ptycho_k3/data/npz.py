@@ -389,12 +389,19 @@ def save_npz(path: str | os.PathLike, data: ScanData, *, compress: bool = False,
     try:
         with os.fdopen(fd, "wb") as fh:
             writer(fh, **arrays)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual file mode
         os.replace(tmp, out)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
     return out
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _json_default(value: Any) -> Any:

@@ -13,7 +13,7 @@ import numpy as np
 
 def _integer_windows(obj: np.ndarray, ix: np.ndarray, iy: np.ndarray, side: int, lo: int) \
         -> np.ndarray:
-    """Windows ``obj[iy - lo : iy - lo + side, ix - lo : ix - lo + side]`` (zero padded), (B, s, s)."""
+    """``obj[iy - lo : iy - lo + side, ix - lo : ix - lo + side]`` zero padded: (B, side, side)."""
     h, w = obj.shape
     r0 = iy - lo
     c0 = ix - lo
