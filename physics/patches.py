@@ -71,7 +71,7 @@ def _check_group_offsets(offsets, g, c, name: str) -> None:
     want = (g, c, 2)
     ok = len(shape) == 3 and shape[-1] == 2
     if ok:
-        for got, exp in zip(shape[:2], want[:2]):
+        for got, exp in zip(shape[:2], want[:2], strict=True):
             if got is not None and exp is not None and got != exp:
                 ok = False
     if not ok:

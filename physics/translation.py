@@ -56,7 +56,7 @@ def _check_offsets(offsets, batch_shape, name: str) -> None:
             f"{name}: offsets must have shape {tuple(batch_shape) + (2,)} ([dx, dy] per image), "
             f"got {oshape}"
         )
-    for got, want in zip(oshape[:-1], batch_shape):
+    for got, want in zip(oshape[:-1], batch_shape, strict=True):
         if got is not None and want is not None and got != want:
             raise ValueError(
                 f"{name}: offsets shape {oshape} does not match the images' batch shape "

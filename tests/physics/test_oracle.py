@@ -13,9 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from backend_utils import complex_np, split, tensor, to_numpy
 
 from ptycho_k3 import physics
+
+from backend_utils import complex_np, split, tensor, to_numpy
 
 ORACLE = Path(__file__).resolve().parents[2].parent / "shared" / "reference" / "oracle"
 
