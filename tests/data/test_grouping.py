@@ -1,0 +1,179 @@
+"""Grouping into C = gridsize^2 neighbours, normalisation, ground-truth patches."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from data_helpers import small_scan
+from scipy.spatial import cKDTree
+
+from ptycho_k3.data import (
+    ScanData,
+    group_indices,
+    group_scan,
+    intensity_scale,
+    normalize_diffraction,
+    subsample_indices,
+)
+
+
+def grid_points(side=8, step=4.0):
+    gy, gx = np.meshgrid(np.arange(side) * step, np.arange(side) * step, indexing="ij")
+    return np.stack([gx.ravel(), gy.ravel()], axis=1)
+
+
+def test_doc_example_offsets():
+    x = np.array([10.0, 14, 10, 14])
+    y = np.array([20.0, 20, 24, 24])
+    s = ScanData(xcoords=x, ycoords=y, diffraction=np.ones((4, 64, 64), np.float32),
+                 probe=np.ones((64, 64), np.complex64))
+    g = group_scan(s, 1, n_groups=4)
+    assert g.coords_offsets.shape == (4, 1, 2, 1)
+    # a gridsize-1 group is centred on its member: relative offsets are zero
+    assert np.all(g.coords_relative == 0)
+    g = group_scan(s, 2, n_groups=1, neighbor_count=4, enable_oversampling=True)
+    idx = g.nn_indices[0]
+    np.testing.assert_allclose(g.centres()[0], [12, 22])
+    np.testing.assert_allclose(g.coords_relative[0, 0, 0], -(x[idx] - 12))
+    np.testing.assert_allclose(g.coords_relative[0, 0, 1], -(y[idx] - 22))
+
+
+@pytest.mark.parametrize("gridsize,k", [(2, 4), (2, 7), (3, 12)])
+def test_members_among_k_nearest_and_offsets_sum_to_zero(gridsize, k):
+    rng = np.random.default_rng(3)
+    pts = rng.uniform(0, 100, (200, 2))
+    idx = group_indices(pts, gridsize, n_groups=60, neighbor_count=k, seed=5)
+    c = gridsize * gridsize
+    assert idx.shape == (60, c)
+    assert all(len(set(row)) == c for row in idx)  # without replacement
+    _, knn = cKDTree(pts).query(pts, k=k + 1)
+    # every member lies among the K nearest neighbours of some seed; with K = C = 4 the group is
+    # exactly a seed's 4 nearest neighbours (seed excluded)
+    neighbour_sets = [set(row[1:]) for row in knn]
+    for row in idx:
+        assert any(set(row) <= s for s in neighbour_sets)
+    s = ScanData(xcoords=pts[:, 0], ycoords=pts[:, 1],
+                 diffraction=np.ones((200, 64, 64), np.float32),
+                 probe=np.ones((64, 64), np.complex64))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        g = group_scan(s, gridsize, n_groups=60, neighbor_count=k, seed=5)
+    np.testing.assert_allclose(g.coords_relative.sum(axis=-1), 0, atol=1e-9)
+    np.testing.assert_array_equal(g.nn_indices, idx)
+    pairs = g.relative_offsets_pairs()
+    assert pairs.shape == (60, c, 2) and pairs.dtype == np.float32
+    np.testing.assert_allclose(pairs[:, :, 0], g.coords_relative[:, 0, 0], atol=1e-5)
+
+
+def test_k_equals_c_gives_the_four_nearest_excluding_seed():
+    pts = np.random.default_rng(0).uniform(0, 50, (30, 2))
+    idx = group_indices(pts, 2, n_groups=30, neighbor_count=4, seed=0)
+    _, knn = cKDTree(pts).query(pts, k=5)
+    for seed_row, row in zip(knn, idx, strict=True):
+        assert set(row) == set(seed_row[1:]) and seed_row[0] not in row
+
+
+def test_seed_determinism():
+    pts = np.random.default_rng(1).uniform(0, 100, (300, 2))
+    a = group_indices(pts, 2, n_groups=100, neighbor_count=7, seed=11)
+    b = group_indices(pts, 2, n_groups=100, neighbor_count=7, seed=11)
+    c = group_indices(pts, 2, n_groups=100, neighbor_count=7, seed=12)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+    state = np.random.get_state()[1].copy()  # noqa: NPY002
+    group_indices(pts, 2, n_groups=100, seed=3)
+    after = np.random.get_state()[1]  # noqa: NPY002
+    np.testing.assert_array_equal(after, state)  # the global RNG is untouched
+
+
+def test_sequential_and_gridsize_one():
+    pts = grid_points()
+    idx = group_indices(pts, 1, n_groups=10, sequential=True)
+    np.testing.assert_array_equal(idx[:, 0], np.arange(10))
+    idx = group_indices(pts, 1, n_groups=1000)
+    np.testing.assert_array_equal(idx[:, 0], np.arange(64))
+
+
+def test_errors_and_oversampling():
+    pts = grid_points(side=4)  # 16 points
+    with pytest.raises(ValueError, match="neighbor_count"):
+        group_indices(pts, 2, neighbor_count=3)
+    with pytest.raises(ValueError, match="enable_oversampling"):
+        group_indices(pts, 2, n_groups=50)
+    with pytest.raises(ValueError, match="neighbor_pool_size"):
+        group_indices(pts, 2, n_groups=50, enable_oversampling=True, neighbor_pool_size=3)
+    with pytest.raises(ValueError, match="only 3"):
+        group_indices(pts[:3], 2)
+    idx = group_indices(pts, 2, n_groups=50, neighbor_count=6, enable_oversampling=True, seed=1)
+    assert idx.shape == (50, 4)
+    assert all(len(set(r)) == 4 for r in idx)
+
+
+def test_subsample_and_file_rows():
+    s = small_scan(m=50)
+    rows = subsample_indices(50, 20, seed=4)
+    assert len(rows) == 20 and np.all(np.diff(rows) > 0)
+    np.testing.assert_array_equal(rows, subsample_indices(50, 20, seed=4))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        g = group_scan(s, 1, n_groups=10, n_subsample=20, subsample_seed=4, with_patches=False)
+    np.testing.assert_array_equal(g.subsample_indices, rows)
+    assert set(g.nn_indices.ravel()) <= set(rows)
+    np.testing.assert_allclose(g.coords_nn[:, 0, 0, 0], s.xcoords[g.nn_indices[:, 0]])
+
+
+def test_normalisation_invariant():
+    rng = np.random.default_rng(0)
+    raw = (rng.random((7, 64, 64)) * 300).astype(np.uint16)
+    x, factor = normalize_diffraction(raw)
+    assert x.dtype == np.float32
+    energy = np.mean(np.sum(x.astype(np.float64) ** 2, axis=(-2, -1)))
+    assert energy == pytest.approx(32**2, rel=1e-5)
+    s = small_scan(m=30)
+    with pytest.warns(UserWarning, match="margin"):  # sparse random scan
+        g = group_scan(s, 2, n_groups=10, with_patches=False)
+    e = np.mean(np.sum(g.diffraction.astype(np.float64) ** 2, axis=(1, 2)))
+    assert e == pytest.approx(1024, rel=1e-5)
+    np.testing.assert_allclose(g.diffraction[..., 0],
+                               s.diffraction[g.nn_indices[:, 0]] * g.norm_factor, rtol=1e-6)
+    assert intensity_scale(1e9, 64) == pytest.approx(988.21177, rel=1e-7)
+
+
+def test_margin_warning():
+    pts = grid_points(side=5, step=20.0)
+    s = ScanData(xcoords=pts[:, 0], ycoords=pts[:, 1],
+                 diffraction=np.ones((25, 64, 64), np.float32),
+                 probe=np.ones((64, 64), np.complex64))
+    with pytest.warns(UserWarning, match="margin"):
+        group_scan(s, 2, n_groups=5)
+
+
+def test_patches_at_true_positions_gs2():
+    """Ground truth of member c is centred on that member's own position (not its reflection)."""
+    size, n = 160, 64
+    yy, xx = np.mgrid[0:size, 0:size]
+    obj = (xx + 1j * yy).astype(np.complex64)  # value encodes its own position
+    rng = np.random.default_rng(2)
+    x = np.round(rng.uniform(50, 110, 40))
+    y = np.round(rng.uniform(50, 110, 40)) + 0.5  # fractional rows: bilinear
+    s = ScanData(xcoords=x, ycoords=y, diffraction=np.ones((40, n, n), np.float32),
+                 probe=np.ones((n, n), np.complex64), object=obj)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        g = group_scan(s, 2, n_groups=12, neighbor_count=6, seed=0)
+    centre = g.patches[:, n // 2, n // 2, :]  # (B, C)
+    np.testing.assert_allclose(centre.real, g.coords_nn[:, 0, 0], atol=1e-3)
+    np.testing.assert_allclose(centre.imag, g.coords_nn[:, 0, 1], atol=1e-3)
+
+
+def test_patches_from_y_key():
+    s = small_scan(m=20)
+    pat = (np.arange(20)[:, None, None] * np.ones((1, 64, 64))).astype(np.complex64)
+    s2 = ScanData(xcoords=s.xcoords, ycoords=s.ycoords, diffraction=s.diffraction,
+                  probe=s.probe, patches=pat)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        g = group_scan(s2, 2, n_groups=5)
+    np.testing.assert_array_equal(g.patches[:, 0, 0, :].real, g.nn_indices)
