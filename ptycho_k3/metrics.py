@@ -404,12 +404,29 @@ def align_phase(
     # "difference": remove the circular mean first so a global offset near pi does not wrap, then
     # fit the plane and refit once on the re-wrapped residual (unwrapping around the plane).
     cross = rec.astype(np.complex128) * np.conj(gt.astype(np.complex128))
-    offset = float(np.angle(cross.sum()))
-    diff = _wrap(np.angle(cross) - offset)
-    plane = fit_plane(diff)
-    plane = plane + fit_plane(_wrap(diff - plane))
-    residual = _wrap(diff - plane)
+    plane = _wrapped_plane(cross)
+    residual = _wrap(np.angle(cross) - plane)
+    # Snap least-squares round-off on an exact match, so identical images score MSE 0 exactly.
+    residual[np.abs(residual) < 1e-12] = 0.0
     return phi_g + residual, phi_g
+
+
+def _wrapped_plane(cross: np.ndarray) -> np.ndarray:
+    """Plane ``a x + b y + c`` through the phase of ``cross`` that survives phase wrapping.
+
+    The slopes start from the circular mean of neighbour phase differences (a ramp of any
+    steepness below pi per pixel), the offset from the circular mean after removing them; a
+    least-squares fit to the re-wrapped residual then refines all three.
+    """
+    h, w = cross.shape
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    a = float(np.angle(np.sum(cross[:, 1:] * np.conj(cross[:, :-1])))) if w > 1 else 0.0
+    b = float(np.angle(np.sum(cross[1:, :] * np.conj(cross[:-1, :])))) if h > 1 else 0.0
+    plane = a * xx + b * yy
+    plane += float(np.angle(np.sum(cross * np.exp(-1j * plane))))
+    for _ in range(2):
+        plane = plane + fit_plane(_wrap(np.angle(cross) - plane))
+    return plane
 
 
 # ----------------------------------------------------------------------------------------------
@@ -473,14 +490,19 @@ def place_in_object_frame(
     rr0, rr1 = max(r0, y0), min(r1, y0 + h)
     cc0, cc1 = max(c0, x0), min(c1, x0 + w)
     if rr1 > rr0 and cc1 > cc0:
-        out[rr0 - r0 : rr1 - r0, cc0 - c0 : cc1 - c0] = canvas[
-            rr0 - y0 : rr1 - y0, cc0 - x0 : cc1 - x0
-        ]
+        out[rr0 - r0 : rr1 - r0, cc0 - c0 : cc1 - c0] = canvas[rr0 - y0 : rr1 - y0, cc0 - x0 : cc1 - x0]
     return out
 
 
-def _ncc(a: np.ndarray, b: np.ndarray) -> float:
-    """Normalised cross-correlation (Pearson) of two equally shaped real arrays; NaN if flat."""
+def _ncc(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float:
+    """Normalised cross-correlation (Pearson) of two equally shaped real arrays; NaN if flat.
+
+    With ``mask`` (bool, same shape) only the pixels where it is true count.
+    """
+    if mask is not None:
+        if not mask.any():
+            return float("nan")
+        a, b = a[mask], b[mask]
     a = a - a.mean()
     b = b - b.mean()
     denom = math.sqrt(float(np.sum(a * a)) * float(np.sum(b * b)))
@@ -543,6 +565,7 @@ def register(
     *,
     max_shift: int = 3,
     max_subpixel: float = 1.0,
+    valid: np.ndarray | None = None,
 ) -> Registration:
     """Bounded registration of a reconstruction onto the ground truth (metrics.md §2).
 
@@ -558,6 +581,8 @@ def register(
 
     Args:
         rec, gt: complex (or real) ``(H, W)`` of equal shape, ``H, W > 2 max_shift + 4``.
+        valid: optional bool ``(H, W)``: pixels of ``rec`` that hold data (e.g. covered by the
+            stitching); the NCC ignores the others, so gaps in the scan do not bias the shift.
 
     Returns:
         :class:`Registration`.
@@ -573,33 +598,39 @@ def register(
         )
     a_r, a_g = _registration_image(rec, gt), _registration_image(gt, gt)
     window = a_g[m : h - m, m : w - m]
+    ok = np.ones(gt.shape, dtype=bool) if valid is None else np.asarray(valid, dtype=bool)
+    _same_shape(ok, gt, "valid mask and ground truth")
     candidates = sorted(
         ((dy, dx) for dy in range(-m, m + 1) for dx in range(-m, m + 1)),
         key=lambda s: (s[0] ** 2 + s[1] ** 2, s),
     )
     best, best_ncc = (0, 0), -math.inf
     for dy, dx in candidates:
-        c = _ncc(window, a_r[m - dy : h - m - dy, m - dx : w - m - dx])
+        sl = (slice(m - dy, h - m - dy), slice(m - dx, w - m - dx))
+        c = _ncc(window, a_r[sl], ok[sl])
         if c > best_ncc:  # NaN never wins; strict '>' keeps the smaller shift on ties
             best, best_ncc = (dy, dx), c
     if best_ncc == -math.inf:
         return Registration((0, 0), (0.0, 0.0), False, False, float("nan"))
     at_bound = m > 0 and max(abs(best[0]), abs(best[1])) == m
     r_pair, g_pair, _ = _overlap(a_r, a_g, *best)
-    sub = _subpixel(r_pair, g_pair, 2.0 * max_subpixel)
+    ok_pair, _, _ = _overlap(ok, ok, *best)
+    sub = _subpixel(r_pair, g_pair, 2.0 * max_subpixel, ok_pair)
     accepted = max(abs(sub[0]), abs(sub[1])) <= max_subpixel
     return Registration(best, sub, accepted, at_bound, best_ncc)
 
 
-def _subpixel(rec: np.ndarray, gt: np.ndarray, bound: float) -> tuple[float, float]:
+def _subpixel(rec: np.ndarray, gt: np.ndarray, bound: float, valid: np.ndarray) -> tuple[float, float]:
     """Shift ``t`` (``|t| <= bound`` per axis) maximising NCC(gt, spline_shift(rec, t))."""
     b = int(math.ceil(bound)) + 1
     if bound <= 0 or min(gt.shape) <= 2 * b + 2:
         return (0.0, 0.0)
     target = gt[b:-b, b:-b]
+    # Spline shifts smear gaps by up to ~bound + 2 px: only trust pixels that far from any gap.
+    mask = ndimage.binary_erosion(valid, iterations=b + 1, border_value=1)[b:-b, b:-b]
 
     def cost(t: np.ndarray) -> float:
-        c = _ncc(target, _spline_shift(rec, (float(t[0]), float(t[1])))[b:-b, b:-b])
+        c = _ncc(target, _spline_shift(rec, (float(t[0]), float(t[1])))[b:-b, b:-b], mask)
         return 1.0 if math.isnan(c) else -c
 
     res = optimize.minimize(
@@ -623,6 +654,7 @@ class Alignment:
         region: ``(r0, r1, c0, c1)`` half-open object-frame window that ``gt`` was cut from.
         registration: :class:`Registration` or ``None`` if registration was off.
         notes: human-readable remarks (e.g. a shift at the search bound).
+        uncovered_fraction: share of the scored pixels that no crop covered (they score as 0).
     """
 
     rec: np.ndarray
@@ -630,6 +662,7 @@ class Alignment:
     region: tuple[int, int, int, int]
     registration: Registration | None
     notes: list[str] = field(default_factory=list)
+    uncovered_fraction: float = 0.0
 
 
 def align_for_evaluation(
@@ -655,7 +688,8 @@ def align_for_evaluation(
         x0, y0: integer origin of a plain-array reconstruction (override a StitchResult's).
         positions: ``(n, 2)`` scan positions [x, y]; the window is ``bbox ± M/2`` clipped to the
             object. Without positions the window is the covered part of a StitchResult, or the
-            whole canvas ∩ object for a plain array.
+            whole canvas ∩ object for a plain array. Registration ignores uncovered pixels
+            (weight 0 of a StitchResult; exact zeros of a plain array).
         M: stitching crop side for the window (default: the StitchResult's, else 20).
         register_images: run :func:`register`; if ``False`` no shift and no border crop.
         max_shift, max_subpixel: registration bounds (px).
@@ -688,11 +722,14 @@ def align_for_evaluation(
         region = _canvas_region(canvas.shape, weight, x0, y0, gt.shape)
     r0, r1, c0, c1 = region
     rec = place_in_object_frame(canvas, x0, y0, region).astype(np.complex128)
+    # Stitching leaves uncovered pixels exactly 0; without a weight map that is the best guess.
+    covered = canvas != 0 if weight is None else weight > 0
+    valid = place_in_object_frame(covered, x0, y0, region)
     ref = gt[r0:r1, c0:c1].astype(np.complex128)
     notes: list[str] = []
     if not register_images:
-        return Alignment(rec, ref, region, None, notes)
-    reg = register(rec, ref, max_shift=max_shift, max_subpixel=max_subpixel)
+        return Alignment(rec, ref, region, None, notes, float(1.0 - valid.mean()))
+    reg = register(rec, ref, max_shift=max_shift, max_subpixel=max_subpixel, valid=valid)
     if reg.at_bound:
         notes.append(
             f"integer shift {reg.integer} is at the search bound {max_shift} px: the true offset "
@@ -701,16 +738,17 @@ def align_for_evaluation(
     if not reg.subpixel_accepted and reg.subpixel != (0.0, 0.0):
         notes.append(f"sub-pixel correction {reg.subpixel} exceeds {max_subpixel} px: not applied")
     rec_s, ref_s, (gr0, gc0) = _overlap(rec, ref, *reg.integer)
+    valid_s, _, _ = _overlap(valid, valid, *reg.integer)
     if reg.subpixel_accepted and reg.subpixel != (0.0, 0.0):
         rec_s = _spline_shift(rec_s, reg.subpixel)
     b = int(border)
     if b > 0:
         if min(rec_s.shape) <= 2 * b:
             raise ValueError(f"aligned region {rec_s.shape} is too small for a {b}-px border crop")
-        rec_s, ref_s = rec_s[b:-b, b:-b], ref_s[b:-b, b:-b]
+        rec_s, ref_s, valid_s = rec_s[b:-b, b:-b], ref_s[b:-b, b:-b], valid_s[b:-b, b:-b]
     h, w = ref_s.shape
     final = (r0 + gr0 + b, r0 + gr0 + b + h, c0 + gc0 + b, c0 + gc0 + b + w)
-    return Alignment(rec_s, ref_s, final, reg, notes)
+    return Alignment(rec_s, ref_s, final, reg, notes, float(1.0 - valid_s.mean()))
 
 
 def _canvas_region(
@@ -937,7 +975,8 @@ def evaluate(
              "phase": {... the same ...},
              "alignment": {region: [r0, r1, c0, c1], shape: [h, w], registered,
                            shift_integer: [dy, dx], shift_subpixel: [dy, dx],
-                           subpixel_accepted, at_search_bound, ncc, shift_total: [dy, dx]},
+                           subpixel_accepted, at_search_bound, ncc, shift_total: [dy, dx],
+                           uncovered_fraction},
              "amplitude_scale": s,
              "conventions": {...},
              "notes": [...]}
@@ -969,6 +1008,7 @@ def evaluate(
         "at_search_bound": bool(reg.at_bound) if reg else False,
         "ncc": reg.ncc if reg else float("nan"),
         "shift_total": list(reg.total) if reg else [0.0, 0.0],
+        "uncovered_fraction": al.uncovered_fraction,
     }
     conventions = {
         "region": "bbox(scan positions) +/- M/2 clipped to the object, in object pixels "

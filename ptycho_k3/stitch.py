@@ -86,9 +86,7 @@ def _as_patch_stack(patches: np.ndarray) -> np.ndarray:
     if p.ndim == 4 and p.shape[-1] == 1:
         p = p[..., 0]
     if p.ndim != 3 or p.shape[1] != p.shape[2]:
-        raise ValueError(
-            f"patches must have shape (n, N, N) or (n, N, N, 1); got {np.shape(patches)}"
-        )
+        raise ValueError(f"patches must have shape (n, N, N) or (n, N, N, 1); got {np.shape(patches)}")
     if p.shape[0] == 0:
         raise ValueError("patches is empty (n = 0): nothing to stitch")
     if not (np.issubdtype(p.dtype, np.number)):
