@@ -257,3 +257,14 @@ def test_fuzz_random_bytes(tmp_path_factory, blob):
     path.write_bytes(blob)
     with pytest.raises(DataError):
         load_npz(path)
+
+
+def test_import_and_load_without_keras(tmp_path):
+    import subprocess
+    import sys
+
+    path = write(tmp_path, npz_arrays())
+    code = ("import sys, ptycho_k3.data as d; d.load_npz(sys.argv[1]); "
+            "assert 'keras' not in sys.modules, 'keras imported'")
+    r = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
