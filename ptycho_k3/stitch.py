@@ -194,6 +194,12 @@ def splat_crops(
             ).ravel()
         )
         idx = flat if keep is None else flat[keep]
+        if idx.size == 0:
+            continue
+        # Accumulate only over the span of flat indices this chunk touches, so the cost per chunk
+        # does not grow with the canvas (raster-ordered scans give compact spans).
+        lo_i, hi_i = int(idx.min()), int(idx.max()) + 1
+        idx = idx - lo_i
         terms = [(count, _ones_footprint(m, fx, fy))]
         if is_complex:
             terms += [
@@ -204,7 +210,7 @@ def splat_crops(
             terms += [(total_re, _footprint(c, fx, fy))]
         for acc, weights in terms:
             wts = weights.ravel() if keep is None else weights.ravel()[keep]
-            acc += np.bincount(idx, wts, minlength=size)
+            acc[lo_i:hi_i] += np.bincount(idx, wts, minlength=hi_i - lo_i)
     total = (total_re + 1j * total_im).reshape(h, w)
     return total, count.reshape(h, w)
 
