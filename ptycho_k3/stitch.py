@@ -38,6 +38,7 @@ import numpy as np
 
 __all__ = [
     "StitchResult",
+    "StreamingStitcher",
     "common_region",
     "crop_central",
     "splat_crops",
@@ -143,6 +144,7 @@ def splat_crops(
     shape: tuple[int, int],
     *,
     chunk: int | None = None,
+    out: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Bilinear scatter-add of crops onto a canvas, with their count map.
 
@@ -156,17 +158,19 @@ def splat_crops(
         dest: float64 ``(n, 2)``: ``[x, y]`` canvas position of each crop's pixel ``(0, 0)``.
         shape: canvas ``(H, W)``.
         chunk: crops per chunk (memory bound); default keeps about 2M splat entries per chunk.
+        out: optional flat float64 accumulators ``(sum_re, sum_im, count)`` of ``H * W`` each,
+            added to in place (streaming use: one canvas, many calls).
 
     Returns:
         ``(sum, count)``: complex128 ``(H, W)`` sum of splatted crops and float64 ``(H, W)`` sum of
-        splatted all-ones crops.
+        splatted all-ones crops (including whatever ``out`` held before).
     """
     n, m, _ = crops.shape
     h, w = int(shape[0]), int(shape[1])
     size = h * w
-    total_re = np.zeros(size, dtype=np.float64)
-    total_im = np.zeros(size, dtype=np.float64)
-    count = np.zeros(size, dtype=np.float64)
+    if out is None:
+        out = tuple(np.zeros(size, dtype=np.float64) for _ in range(3))
+    total_re, total_im, count = out
     is_complex = np.iscomplexobj(crops)
     step = chunk or _chunk_size(m)
     # Offsets of the (m+1) x (m+1) footprint relative to its top-left corner.
@@ -271,26 +275,48 @@ def stitch_patches(
     """
     p = _as_patch_stack(patches)
     pos = _as_positions(positions, p.shape[0])
-    crops = crop_central(p, M)
-    m = crops.shape[1]
-    half = m // 2
-    lo = np.floor(pos.min(axis=0)).astype(np.int64) - half  # [x0, y0]
-    # Last index with non-zero weight is ceil(max) + (m - half) - 1 (a zero-weight +1 neighbour
-    # of an integer position is dropped), hence the extent.
-    hi = np.ceil(pos.max(axis=0)).astype(np.int64) + (m - half)
-    width, height = int(hi[0] - lo[0]), int(hi[1] - lo[1])
-    dest = pos - half - lo[None, :].astype(np.float64)
-    # One spare row/column takes the zero-weight far neighbour of integer positions, so every
-    # footprint is in bounds and the fast unmasked path applies; it is cut off afterwards.
-    total, count = splat_crops(crops, dest, (height + 1, width + 1), chunk=chunk)
-    total, count = total[:height, :width], count[:height, :width]
-    return StitchResult(
-        obj=_normalise(total, count),
-        weight=count.astype(np.float32),
-        x0=int(lo[0]),
-        y0=int(lo[1]),
-        M=m,
-    )
+    stitcher = StreamingStitcher(pos, p.shape[1], M)
+    stitcher.add(p, pos, chunk=chunk)
+    return stitcher.result()
+
+
+class StreamingStitcher:
+    """:func:`stitch_patches` fed one batch at a time: memory is the canvas, not the scan.
+
+    The canvas geometry comes from all group centres up front (known before prediction);
+    :meth:`add` splats each batch as it is predicted and :meth:`result` normalises once. The
+    result equals :func:`stitch_patches` on the concatenated batches.
+    """
+
+    def __init__(self, positions: np.ndarray, n_side: int, M: int = DEFAULT_M):
+        pos = _as_positions(positions, np.shape(positions)[0])
+        if pos.shape[0] == 0:
+            raise ValueError("positions is empty (n = 0): nothing to stitch")
+        self.m = _check_m(M, n_side)
+        half = self.m // 2
+        lo = np.floor(pos.min(axis=0)).astype(np.int64) - half  # [x0, y0]
+        hi = np.ceil(pos.max(axis=0)).astype(np.int64) + (self.m - half)
+        self.x0, self.y0 = int(lo[0]), int(lo[1])
+        self.width, self.height = int(hi[0] - lo[0]), int(hi[1] - lo[1])
+        # One spare row/column takes the zero-weight far neighbour of integer positions (see
+        # stitch_patches), so the fast unmasked splat applies; it is cut off in result().
+        self._shape = (self.height + 1, self.width + 1)
+        size = self._shape[0] * self._shape[1]
+        self._acc = tuple(np.zeros(size, dtype=np.float64) for _ in range(3))
+
+    def add(self, patches: np.ndarray, positions: np.ndarray, *, chunk: int | None = None) -> None:
+        """Splat the central crops of ``patches`` ``(b, N, N)`` centred on ``positions`` ``(b, 2)``."""
+        p = _as_patch_stack(patches)
+        pos = _as_positions(positions, p.shape[0])
+        dest = pos - self.m // 2 - np.array([self.x0, self.y0], dtype=np.float64)
+        splat_crops(crop_central(p, self.m), dest, self._shape, chunk=chunk, out=self._acc)
+
+    def result(self) -> StitchResult:
+        h, w = self._shape
+        total = (self._acc[0] + 1j * self._acc[1]).reshape(h, w)[: self.height, : self.width]
+        count = self._acc[2].reshape(h, w)[: self.height, : self.width]
+        return StitchResult(obj=_normalise(total, count), weight=count.astype(np.float32),
+                            x0=self.x0, y0=self.y0, M=self.m)
 
 
 def legacy_canvas_geometry(positions: np.ndarray, M: int) -> tuple[int, int, np.ndarray]:

@@ -1,0 +1,364 @@
+"""Validated configuration dataclasses and the one loss resolver.
+
+Configuration is explicit: nothing here is global or mutable after construction. Every dataclass
+is validated once in ``__post_init__`` (the boundary), round-trips through ``to_dict`` /
+``from_dict`` (and so through YAML/JSON), and every ``(model_type, loss weights)`` combination is
+either resolved to a :class:`LossSpec` or rejected with a :class:`ConfigError` before any data or
+model work happens.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+SUPPORTED_N = (64, 128, 256)
+AMP_ACTIVATIONS = ("sigmoid", "swish", "softplus", "relu")
+MODEL_TYPES = ("pinn", "supervised")
+TORCH_ONLY_ARCHITECTURES = ("ffno", "fno", "fno_vanilla", "neuralop_uno")
+
+
+class ConfigError(ValueError):
+    """An invalid or unsupported configuration; the message names the field and the fix."""
+
+
+def _require(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ConfigError(msg)
+
+
+def _finite_nonneg(name: str, value: float) -> None:
+    _require(
+        isinstance(value, (int, float)) and math.isfinite(value) and value >= 0,
+        f"{name} must be a finite number >= 0, got {value!r}",
+    )
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture and physics settings (model.md; defaults are the original CLI's).
+
+    ``offset``, ``max_position_jitter`` and ``default_probe_scale`` are the legacy keys that fix
+    the per-group canvas ``P = N + (gridsize - 1) * offset + max_position_jitter`` and the
+    default probe.
+    """
+
+    N: int = 64
+    gridsize: int = 1
+    n_filters_scale: int = 2
+    model_type: str = "pinn"
+    architecture: str = "cnn"
+    amp_activation: str = "sigmoid"
+    object_big: bool = True
+    probe_big: bool = True
+    probe_mask: bool = False
+    pad_object: bool = True
+    probe_scale: float = 4.0
+    gaussian_smoothing_sigma: float = 0.0
+    probe_trainable: bool = False
+    intensity_scale_trainable: bool = True
+    offset: int = 4
+    max_position_jitter: int = 10
+    default_probe_scale: float = 0.7
+
+    def __post_init__(self) -> None:
+        _require(
+            self.N in SUPPORTED_N,
+            f"N must be one of {SUPPORTED_N} (the encoder/decoder ladders exist only for these), "
+            f"got {self.N!r}",
+        )
+        _require(
+            isinstance(self.gridsize, int) and self.gridsize >= 1,
+            f"gridsize must be an integer >= 1, got {self.gridsize!r}",
+        )
+        _require(
+            isinstance(self.n_filters_scale, int) and self.n_filters_scale >= 1,
+            f"n_filters_scale must be an integer >= 1, got {self.n_filters_scale!r}",
+        )
+        _require(
+            self.model_type in MODEL_TYPES,
+            f"model_type must be one of {MODEL_TYPES}, got {self.model_type!r}",
+        )
+        if self.architecture in TORCH_ONLY_ARCHITECTURES:
+            raise ConfigError(
+                f"architecture {self.architecture!r} existed only in the original's PyTorch port "
+                "and is not implemented in ptycho-k3; use --architecture cnn"
+            )
+        _require(
+            self.architecture == "cnn",
+            f"architecture must be 'cnn', got {self.architecture!r}",
+        )
+        _require(
+            self.amp_activation in AMP_ACTIVATIONS,
+            f"amp_activation must be one of {AMP_ACTIVATIONS}, got {self.amp_activation!r}",
+        )
+        _require(
+            self.probe_scale > 0 and math.isfinite(self.probe_scale),
+            f"probe_scale must be a finite number > 0, got {self.probe_scale!r}",
+        )
+        _finite_nonneg("gaussian_smoothing_sigma", self.gaussian_smoothing_sigma)
+        _require(
+            isinstance(self.offset, int) and self.offset >= 0,
+            f"offset must be an integer >= 0, got {self.offset!r}",
+        )
+        _require(
+            isinstance(self.max_position_jitter, int) and self.max_position_jitter >= 0,
+            f"max_position_jitter must be an integer >= 0, got {self.max_position_jitter!r}",
+        )
+        _require(
+            self.default_probe_scale > 0,
+            f"default_probe_scale must be > 0, got {self.default_probe_scale!r}",
+        )
+
+    @property
+    def group_size(self) -> int:
+        """C = gridsize^2, the number of diffraction patterns per group."""
+        return self.gridsize * self.gridsize
+
+    @property
+    def object_channels(self) -> int:
+        """C' = C patches decoded per group with ``object_big``, else 1."""
+        return self.group_size if self.object_big else 1
+
+    @property
+    def canvas_size(self) -> int:
+        """Per-group canvas side P (physics.md §4)."""
+        return self.N + (self.gridsize - 1) * self.offset + self.max_position_jitter
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> ModelConfig:
+        return cls(**_known(cls, values, "model"))
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    """The resolved loss: weighted terms and the names logged for them.
+
+    ``terms`` maps a term name (also the logged metric name) to its weight; only terms with a
+    non-zero weight are present. ``needs_labels`` says whether ground-truth patches are required.
+    """
+
+    model_type: str
+    terms: tuple[tuple[str, float], ...]
+    needs_labels: bool
+
+    @property
+    def metric_names(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.terms)
+
+    def weight(self, name: str) -> float:
+        return dict(self.terms).get(name, 0.0)
+
+
+def resolve_loss(
+    model_type: str,
+    nll_weight: float | None = None,
+    mae_weight: float | None = None,
+    realspace_weight: float = 0.0,
+    realspace_mae_weight: float = 0.0,
+    tv_weight: float = 0.0,
+    amp_label_weight: float = 1.0,
+    phase_label_weight: float = 1.0,
+) -> LossSpec:
+    """Map ``(model_type, weights)`` to a :class:`LossSpec`, or raise :class:`ConfigError`.
+
+    The mapping is exhaustive:
+
+    - ``pinn``: ``nll`` (Poisson NLL on intensities, default weight 1), ``mae`` (amplitude MAE,
+      default 0), and, when ``realspace_weight > 0``, ``realspace_mae`` and ``tv`` scaled by
+      ``realspace_weight`` (they need labels). At least one term must be non-zero.
+    - ``supervised``: ``amp_mae`` and ``phase_mae`` against labels. Diffraction-side weights
+      (``nll_weight``, ``mae_weight``, real-space weights) do not apply and are rejected when
+      set, rather than silently ignored.
+    """
+    for name, value in (
+        ("realspace_weight", realspace_weight),
+        ("realspace_mae_weight", realspace_mae_weight),
+        ("tv_weight", tv_weight),
+        ("amp_label_weight", amp_label_weight),
+        ("phase_label_weight", phase_label_weight),
+    ):
+        _finite_nonneg(name, value)
+    for name, value in (("nll_weight", nll_weight), ("mae_weight", mae_weight)):
+        if value is not None:
+            _finite_nonneg(name, value)
+
+    if model_type == "pinn":
+        nll = 1.0 if nll_weight is None else float(nll_weight)
+        mae = 0.0 if mae_weight is None else float(mae_weight)
+        _require(
+            realspace_mae_weight == 0 or realspace_weight > 0,
+            "realspace_mae_weight > 0 needs realspace_weight > 0 (the real-space loss is "
+            "realspace_weight * (realspace_mae_weight * MAE + tv_weight * TV))",
+        )
+        _require(
+            tv_weight == 0 or realspace_weight > 0,
+            "tv_weight > 0 needs realspace_weight > 0",
+        )
+        terms = [("nll", nll), ("mae", mae)]
+        if realspace_weight > 0:
+            terms.append(("realspace_mae", realspace_weight * realspace_mae_weight))
+            terms.append(("tv", realspace_weight * tv_weight))
+        terms = [(n, w) for n, w in terms if w > 0]
+        _require(
+            bool(terms),
+            "model_type 'pinn' with every loss weight 0 has nothing to train on; set "
+            "--nll_weight or --mae_weight > 0",
+        )
+        needs_labels = any(n == "realspace_mae" for n, _ in terms)
+        return LossSpec("pinn", tuple(terms), needs_labels)
+
+    if model_type == "supervised":
+        for name, value in (("nll_weight", nll_weight), ("mae_weight", mae_weight)):
+            _require(
+                value is None or value == 0,
+                f"model_type 'supervised' trains on amplitude/phase labels with MAE and has no "
+                f"diffraction output, so {name}={value} does not apply; drop it or use "
+                "--model_type pinn",
+            )
+        _require(
+            realspace_weight == 0 and realspace_mae_weight == 0 and tv_weight == 0,
+            "model_type 'supervised' does not use the real-space PINN terms; set "
+            "realspace_weight, realspace_mae_weight and tv_weight to 0",
+        )
+        terms = [(n, w) for n, w in (("amp_mae", amp_label_weight),
+                                     ("phase_mae", phase_label_weight)) if w > 0]
+        _require(bool(terms), "model_type 'supervised' needs amp or phase label weight > 0")
+        return LossSpec("supervised", tuple(terms), True)
+
+    raise ConfigError(f"model_type must be one of {MODEL_TYPES}, got {model_type!r}")
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Training run settings; ``model`` holds the architecture.
+
+    ``nll_weight`` / ``mae_weight`` default to ``None`` meaning "the model type's default"
+    (pinn: 1 / 0); :attr:`loss` is the resolved :class:`LossSpec`.
+    """
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train_data_file: str | None = None
+    test_data_file: str | None = None
+    output_dir: str = "training_outputs"
+    batch_size: int = 16
+    nepochs: int = 50
+    learning_rate: float = 1e-3
+    nll_weight: float | None = None
+    mae_weight: float | None = None
+    realspace_weight: float = 0.0
+    realspace_mae_weight: float = 0.0
+    tv_weight: float = 0.0
+    amp_label_weight: float = 1.0
+    phase_label_weight: float = 1.0
+    nphotons: float = 1e9
+    n_groups: int = 512
+    n_subsample: int | None = None
+    subsample_seed: int | None = None
+    neighbor_count: int = 4
+    enable_oversampling: bool = False
+    neighbor_pool_size: int | None = None
+    sequential_sampling: bool = False
+    validation_fraction: float = 0.05
+    early_stopping_patience: int = 3
+    lr_patience: int = 2
+    lr_factor: float = 0.5
+    min_lr: float = 1e-4
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _require(isinstance(self.model, ModelConfig), "model must be a ModelConfig")
+        _require(
+            isinstance(self.batch_size, int) and self.batch_size >= 1,
+            f"batch_size must be an integer >= 1, got {self.batch_size!r}",
+        )
+        _require(
+            isinstance(self.nepochs, int) and self.nepochs >= 1,
+            f"nepochs must be an integer >= 1, got {self.nepochs!r}",
+        )
+        _require(
+            self.learning_rate > 0 and math.isfinite(self.learning_rate),
+            f"learning_rate must be > 0, got {self.learning_rate!r}",
+        )
+        _require(
+            isinstance(self.nphotons, (int, float)) and math.isfinite(self.nphotons)
+            and self.nphotons > 0,
+            f"nphotons must be a finite number > 0, got {self.nphotons!r}",
+        )
+        _require(
+            isinstance(self.n_groups, int) and self.n_groups >= 1,
+            f"n_groups must be an integer >= 1, got {self.n_groups!r}",
+        )
+        _require(
+            self.n_subsample is None or (isinstance(self.n_subsample, int) and self.n_subsample >= 1),
+            f"n_subsample must be an integer >= 1 or none, got {self.n_subsample!r}",
+        )
+        _require(
+            isinstance(self.neighbor_count, int) and self.neighbor_count >= 1,
+            f"neighbor_count must be an integer >= 1, got {self.neighbor_count!r}",
+        )
+        _require(
+            self.model.gridsize == 1 or self.neighbor_count >= self.model.group_size,
+            f"neighbor_count ({self.neighbor_count}) must be >= gridsize^2 "
+            f"({self.model.group_size}) to form groups",
+        )
+        _require(
+            0.0 < self.validation_fraction < 0.5,
+            f"validation_fraction must be in (0, 0.5), got {self.validation_fraction!r}",
+        )
+        _require(self.early_stopping_patience >= 1, "early_stopping_patience must be >= 1")
+        _require(self.lr_patience >= 1, "lr_patience must be >= 1")
+        _require(0 < self.lr_factor < 1, f"lr_factor must be in (0, 1), got {self.lr_factor!r}")
+        _require(self.min_lr >= 0, f"min_lr must be >= 0, got {self.min_lr!r}")
+        _require(isinstance(self.seed, int), f"seed must be an integer, got {self.seed!r}")
+        if self.model.model_type == "supervised" and not self.model.object_big:
+            _require(
+                self.model.gridsize == 1,
+                "model_type 'supervised' with object_big false predicts one patch per group and "
+                "needs gridsize 1 (labels are per member)",
+            )
+        if self.batch_size & (self.batch_size - 1):
+            warnings.warn(
+                f"batch_size {self.batch_size} is not a power of two (the original required one)",
+                stacklevel=2,
+            )
+        self.loss  # noqa: B018  (resolve now: an unsupported combination fails here)
+
+    @property
+    def loss(self) -> LossSpec:
+        return resolve_loss(
+            self.model.model_type,
+            nll_weight=self.nll_weight,
+            mae_weight=self.mae_weight,
+            realspace_weight=self.realspace_weight,
+            realspace_mae_weight=self.realspace_mae_weight,
+            tv_weight=self.tv_weight,
+            amp_label_weight=self.amp_label_weight,
+            phase_label_weight=self.phase_label_weight,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["model"] = self.model.to_dict()
+        return out
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainingConfig:
+        values = dict(values)
+        model = values.pop("model", None) or {}
+        model = model if isinstance(model, ModelConfig) else ModelConfig.from_dict(model)
+        return cls(model=model, **_known(cls, values, "training"))
+
+
+def _known(cls, values: dict[str, Any], where: str) -> dict[str, Any]:
+    names = {f.name for f in dataclasses.fields(cls)} - {"model"}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ConfigError(f"unknown {where} setting(s): {', '.join(unknown)}")
+    return {k: v for k, v in values.items() if k in names}

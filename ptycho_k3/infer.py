@@ -1,0 +1,123 @@
+"""Inference: group a scan, predict in batches, stitch while predicting.
+
+Memory is bounded by one batch plus the stitched canvas: each predicted batch is splatted onto
+the canvas (:class:`ptycho_k3.stitch.StreamingStitcher`) and, unless ``keep_patches``, dropped.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from ptycho_k3.data import GroupedData, ScanData, group_scan
+from ptycho_k3.model import ModelPair
+from ptycho_k3.stitch import DEFAULT_M, StitchResult, StreamingStitcher
+
+
+@dataclass
+class Reconstruction:
+    """Result of :func:`reconstruct`.
+
+    Attributes:
+        patches: complex64 ``(B, N, N)`` trimmed objects, each centred on its group centre, or
+            None when ``keep_patches`` is false.
+        centres: float64 ``(B, 2)`` group centres ``[x, y]`` (object pixels).
+        stitched: the stitched object with its origin ``x0``, ``y0`` in scan coordinates.
+        grouped: the groups that were reconstructed.
+        seconds_predict, seconds_stitch: wall time spent in the network and in stitching.
+    """
+
+    patches: np.ndarray | None
+    centres: np.ndarray
+    stitched: StitchResult
+    grouped: GroupedData
+    seconds_predict: float
+    seconds_stitch: float
+
+
+def inference_group_count(n_positions: int, gridsize: int, n_groups: int | None) -> int:
+    """Groups to reconstruct: all positions (gs 1) or ``positions // gs^2`` (gs > 1), capped by
+    ``n_groups`` when given, never below 1 (the original's rule, cli.md §7)."""
+    available = n_positions if gridsize == 1 else n_positions // (gridsize * gridsize)
+    available = max(1, available)
+    return available if n_groups is None else max(1, min(int(n_groups), available))
+
+
+def _progress(done: int, total: int) -> None:
+    width = 30
+    filled = int(width * done / max(total, 1))
+    sys.stderr.write(f"\rinference [{'#' * filled}{'.' * (width - filled)}] {done}/{total} groups")
+    if done >= total:
+        sys.stderr.write("\n")
+    sys.stderr.flush()
+
+
+def predict_objects(models: ModelPair, x: np.ndarray, offsets: np.ndarray, start: int,
+                    stop: int) -> np.ndarray:
+    """Trimmed objects of groups ``[start, stop)`` as complex64 ``(b, N, N)``."""
+    out = models.inference.predict_on_batch((x[start:stop], offsets[start:stop]))
+    out = np.asarray(out)
+    return (out[..., 0] + 1j * out[..., 1]).astype(np.complex64)
+
+
+def reconstruct(models: ModelPair, data: ScanData, *, input_scale: float,
+                n_groups: int | None = None, batch_size: int = 32, seed: int = 0,
+                M: int = DEFAULT_M, neighbor_count: int = 4, progress: bool = False,
+                keep_patches: bool = True) -> Reconstruction:
+    """Reconstruct the object of ``data`` with a trained model.
+
+    Args:
+        models: the trained model pair (its config fixes N and gridsize).
+        data: the scan; its diffraction is normalised to mean energy (N/2)^2 like training data.
+        input_scale: the ``s`` the model was trained with (bundle ``params.json``).
+        n_groups: cap on the number of groups (default: all positions, see
+            :func:`inference_group_count`).
+        batch_size: groups per forward pass.
+        seed: seeds the grouping (member choice at gridsize > 1).
+        M: central crop kept from each patch when stitching.
+        neighbor_count: K for grouping at gridsize > 1.
+        progress: draw a progress bar on stderr.
+        keep_patches: also return every predicted patch (memory grows with the scan).
+    """
+    cfg = models.config
+    if data.n != cfg.N:
+        raise ValueError(
+            f"{data.source or 'test data'}: diffraction patterns are {data.n}x{data.n} but the "
+            f"model was trained for N={cfg.N}"
+        )
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    b = inference_group_count(data.n_positions, cfg.gridsize, n_groups)
+    k = max(neighbor_count, cfg.group_size)
+    grouped = group_scan(data, cfg.gridsize, n_groups=b, neighbor_count=k, seed=seed,
+                         with_patches=False)
+    x = (grouped.diffraction * np.float32(input_scale)).astype(np.float32, copy=False)
+    offsets = grouped.coords_relative.astype(np.float32)
+    centres = grouped.centres()
+    stitcher = StreamingStitcher(centres, cfg.N, M)
+    kept = []
+    t_pred = t_stitch = 0.0
+    total = grouped.n_groups
+    for start in range(0, total, batch_size):
+        stop = min(start + batch_size, total)
+        t0 = time.perf_counter()
+        obj = predict_objects(models, x, offsets, start, stop)
+        t1 = time.perf_counter()
+        stitcher.add(obj, centres[start:stop])
+        t_stitch += time.perf_counter() - t1
+        t_pred += t1 - t0
+        if keep_patches:
+            kept.append(obj)
+        if progress:
+            _progress(stop, total)
+    t1 = time.perf_counter()
+    stitched = stitcher.result()
+    t_stitch += time.perf_counter() - t1
+    return Reconstruction(
+        patches=np.concatenate(kept) if keep_patches else None,
+        centres=centres, stitched=stitched, grouped=grouped,
+        seconds_predict=t_pred, seconds_stitch=t_stitch,
+    )

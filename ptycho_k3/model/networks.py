@@ -1,0 +1,90 @@
+"""Encoder, decoders and decoder heads (model.md §4-§5), from standard Keras layers.
+
+All tensors here are channels-last ``(B, H, W, ch)``. Filter counts are multiplied by
+``n_filters_scale`` (nfs). For N = 64 the ladders are encoder 32-64-128, decoder 64-32; each
+doubling of N adds one level at the front of both, keeping an 8 x 8 bottleneck and an
+N/2 x N/2 decoder output with 32 nfs channels.
+"""
+
+from __future__ import annotations
+
+import math
+
+from keras import layers
+
+from ptycho_k3.layers import BorderMask, PiTanh, SliceChannels
+
+BORDER_CHANNELS = 4  # the decoder's last 4 channels feed the probe_big border branch
+
+
+def _levels(n: int) -> int:
+    return int(math.log2(n // 8))
+
+
+def encoder_filters(n: int, nfs: int) -> list[int]:
+    """N=64: 32, 64, 128; N=128: 16, ..., 128; N=256: 8, ..., 128 (times nfs)."""
+    return [nfs * (128 >> k) for k in reversed(range(_levels(n)))]
+
+
+def decoder_filters(n: int, nfs: int) -> list[int]:
+    """N=64: 64, 32; N=128: 128, 64, 32; N=256: 256, 128, 64, 32 (times nfs)."""
+    return [nfs * (32 << k) for k in reversed(range(_levels(n) - 1))]
+
+
+def border_filters(n: int, nfs: int) -> int:
+    """Filters of the extra up-block reaching N x N: ``nfs * 2048 / N``."""
+    return nfs * 2048 // n
+
+
+def _conv(filters: int, name: str, activation: str | None = "relu") -> layers.Conv2D:
+    return layers.Conv2D(filters, 3, padding="same", activation=activation, name=name)
+
+
+def encoder(x, n: int, nfs: int):
+    """Conv-ReLU, Conv-ReLU, MaxPool per block: ``(B, N, N, C)`` -> ``(B, 8, 8, 128 nfs)``."""
+    for i, f in enumerate(encoder_filters(n, nfs)):
+        x = _conv(f, f"enc{i}_conv0")(x)
+        x = _conv(f, f"enc{i}_conv1")(x)
+        x = layers.MaxPooling2D(2, name=f"enc{i}_pool")(x)
+    return x
+
+
+def _up_block(x, filters: int, prefix: str):
+    x = _conv(filters, f"{prefix}_conv0")(x)
+    x = _conv(filters, f"{prefix}_conv1")(x)
+    return layers.UpSampling2D(2, interpolation="nearest", name=f"{prefix}_up")(x)
+
+
+def _head_activation(kind: str, name: str) -> layers.Layer:
+    return PiTanh(name=name) if kind == "phase" else layers.Activation(kind, name=name)
+
+
+def decoder(z, n: int, nfs: int, nout: int, activation: str, pad_object: bool, probe_big: bool,
+            prefix: str):
+    """One decoder with its head: ``(B, 8, 8, 128 nfs)`` -> ``(B, N, N, nout)``.
+
+    ``activation`` is ``amp_activation`` for the amplitude decoder and ``"phase"`` (pi tanh) for
+    the phase decoder. With ``pad_object`` the centre path decodes the central N/2 square and is
+    zero-padded by N/4; ``probe_big`` adds the border path (swish, masked to the ring outside the
+    centre square). Without ``pad_object`` one more up-block decodes the full N x N patch.
+    """
+    x = z
+    for i, f in enumerate(decoder_filters(n, nfs)):
+        x = _up_block(x, f, f"{prefix}{i}")
+    if not pad_object:
+        y = _up_block(x, border_filters(n, nfs), f"{prefix}_full")
+        y = _conv(nout, f"{prefix}_full_out", activation=None)(y)
+        return _head_activation(activation, f"{prefix}_act")(y)
+    channels = int(x.shape[-1])
+    centre = SliceChannels(0, channels - BORDER_CHANNELS, name=f"{prefix}_centre_in")(x)
+    centre = _conv(nout, f"{prefix}_centre_out", activation=None)(centre)
+    centre = _head_activation(activation, f"{prefix}_act")(centre)
+    centre = layers.ZeroPadding2D(n // 4, name=f"{prefix}_centre_pad")(centre)
+    if not probe_big:
+        return centre
+    border = SliceChannels(channels - BORDER_CHANNELS, channels, name=f"{prefix}_border_in")(x)
+    border = _up_block(border, border_filters(n, nfs), f"{prefix}_border")
+    border = _conv(nout, f"{prefix}_border_out", activation=None)(border)
+    border = layers.Activation("swish", name=f"{prefix}_border_act")(border)
+    border = BorderMask(n, name=f"{prefix}_border_mask")(border)
+    return layers.Add(name=f"{prefix}_out")([centre, border])

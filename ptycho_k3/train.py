@@ -1,0 +1,210 @@
+"""Training: group the scan, build the model, ``model.fit`` with Keras callbacks.
+
+One code path for every backend: the loss lives in :meth:`PtychoModel.compute_loss` (keras.ops),
+data comes from a :class:`keras.utils.PyDataset` that hands over one batch at a time, and every
+random choice (grouping, validation split, shuffles, weight initialisation) derives from
+``config.seed``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+
+from ptycho_k3 import physics
+from ptycho_k3.config import TrainingConfig
+from ptycho_k3.data import DataError, GroupedData, ScanData, group_scan
+from ptycho_k3.model import ModelPair, build_model
+
+log = logging.getLogger(__name__)
+
+
+class TrainingError(RuntimeError):
+    """Training could not produce a usable model (e.g. the loss became NaN)."""
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced.
+
+    Attributes:
+        models: the trained training/inference model pair.
+        history: per-epoch lists: ``loss``, ``val_loss``, each loss term and its ``val_`` twin,
+            ``learning_rate``.
+        grouped: the training groups (normalised diffraction, offsets, labels).
+        input_scale: ``s = sqrt(nphotons) / (N/2)`` that multiplies normalised data at the input.
+        nphotons: photons per pattern used for ``input_scale``.
+        norm_factor: the normalisation factor applied to the training diffraction.
+        epochs_run: epochs actually run (early stopping may end sooner).
+        seconds_per_epoch: mean wall time of an epoch (excluding the first, which compiles).
+        train_indices, val_indices: group indices of the two parts of the split.
+    """
+
+    models: ModelPair
+    history: dict[str, list[float]]
+    grouped: GroupedData
+    input_scale: float
+    nphotons: float
+    norm_factor: float
+    epochs_run: int
+    seconds_per_epoch: float
+    train_indices: np.ndarray
+    val_indices: np.ndarray
+
+
+def model_inputs(grouped: GroupedData, input_scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(s * X (B, N, N, C) float32, relative offsets (B, 1, 2, C) float32)``."""
+    x = (grouped.diffraction * np.float32(input_scale)).astype(np.float32, copy=False)
+    return x, grouped.coords_relative.astype(np.float32)
+
+
+def label_targets(grouped: GroupedData) -> dict[str, np.ndarray]:
+    """Amplitude and phase labels ``(B, N, N, C)`` from the ground-truth patches."""
+    if grouped.patches is None:
+        raise DataError(
+            "this loss needs ground-truth patches, but the dataset has neither 'Y' nor "
+            "'objectGuess'"
+        )
+    return {
+        "label_amp": np.abs(grouped.patches).astype(np.float32),
+        "label_phase": np.angle(grouped.patches).astype(np.float32),
+    }
+
+
+class GroupBatches(keras.utils.PyDataset):
+    """Batches of groups, shuffled per epoch by a private generator.
+
+    Only the current batch is converted to backend tensors, so device memory does not grow with
+    the dataset. Inputs are ``(s X, offsets)``; targets a dict (see :class:`PtychoModel`).
+    """
+
+    def __init__(self, inputs: tuple[np.ndarray, np.ndarray], targets: dict[str, np.ndarray],
+                 indices: np.ndarray, batch_size: int, rng: np.random.Generator | None):
+        super().__init__()
+        self.inputs, self.targets = inputs, targets
+        self.indices = np.array(indices)
+        self.batch_size = batch_size
+        self.rng = rng
+        self._order = self._new_order()
+
+    def _new_order(self) -> np.ndarray:
+        return self.rng.permutation(self.indices) if self.rng is not None else self.indices
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.indices) / self.batch_size)
+
+    def __getitem__(self, i: int):
+        idx = np.sort(self._order[i * self.batch_size : (i + 1) * self.batch_size])
+        x = tuple(a[idx] for a in self.inputs)
+        y = {k: v[idx] for k, v in self.targets.items()}
+        return x, y
+
+    def on_epoch_end(self) -> None:
+        self._order = self._new_order()
+
+
+class _EpochRecorder(keras.callbacks.Callback):
+    """Records the learning rate and the wall time of every epoch."""
+
+    def __init__(self):
+        super().__init__()
+        self.learning_rates: list[float] = []
+        self.seconds: list[float] = []
+        self._t0 = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._t0 = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds.append(time.perf_counter() - self._t0)
+        lr = self.model.optimizer.learning_rate
+        self.learning_rates.append(float(keras.ops.convert_to_numpy(lr)))
+
+
+def split_groups(n_groups: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded random hold-out: ``(train_indices, val_indices)``, sorted, at least one each."""
+    if n_groups < 2:
+        raise DataError(
+            f"only {n_groups} group(s) could be formed: training needs at least 2 (one held out "
+            "for validation)"
+        )
+    n_val = min(max(1, round(n_groups * fraction)), n_groups - 1)
+    order = np.random.default_rng([seed, 0x5EED]).permutation(n_groups)
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+def train(config: TrainingConfig, train_data: ScanData, *, test_data: ScanData | None = None,
+          verbose: int = 1, callbacks=()) -> TrainResult:
+    """Train a PtychoPINN (or supervised) model on ``train_data``.
+
+    ``test_data`` is accepted for the CLI's convenience but not used for fitting (validation is a
+    seeded random ``validation_fraction`` of the training groups). Raises :class:`DataError` for
+    unusable data (checked before any model is built) and :class:`TrainingError` if the loss
+    becomes NaN.
+    """
+    del test_data
+    mcfg = config.model
+    spec = config.loss  # resolves (model_type, weights): an unsupported pair fails here
+    if train_data.n != mcfg.N:
+        raise DataError(
+            f"{train_data.source or 'training data'}: diffraction patterns are "
+            f"{train_data.n}x{train_data.n} but the model is configured for N={mcfg.N}"
+        )
+    if spec.needs_labels and train_data.patches is None and train_data.object is None:
+        raise DataError(
+            f"{train_data.source or 'training data'}: {spec.model_type} training with terms "
+            f"{', '.join(spec.metric_names)} needs labels: key 'Y' or 'objectGuess'"
+        )
+    grouped = group_scan(
+        train_data, mcfg.gridsize, n_groups=config.n_groups, neighbor_count=config.neighbor_count,
+        seed=config.seed, sequential=config.sequential_sampling,
+        enable_oversampling=config.enable_oversampling,
+        neighbor_pool_size=config.neighbor_pool_size, n_subsample=config.n_subsample,
+        subsample_seed=config.subsample_seed, with_patches=spec.needs_labels,
+    )
+    log.info("grouped %d groups of %d from %d positions (n_subsample=%s)", grouped.n_groups,
+             grouped.group_size, train_data.n_positions, config.n_subsample)
+    s = physics.intensity_scale(config.nphotons, mcfg.N)
+    inputs = model_inputs(grouped, s)
+    targets = {"amplitude": inputs[0]} if spec.model_type == "pinn" else {}
+    if spec.needs_labels:
+        targets.update(label_targets(grouped))
+    tr_idx, va_idx = split_groups(grouped.n_groups, config.validation_fraction, config.seed)
+
+    keras.utils.set_random_seed(config.seed)
+    models = build_model(mcfg, probe=grouped.probe, intensity_scale=s, loss=spec)
+    models.training.compile(optimizer=keras.optimizers.Adam(learning_rate=config.learning_rate))
+    rng = np.random.default_rng([config.seed, 0xBA7C])
+    train_batches = GroupBatches(inputs, targets, tr_idx, config.batch_size, rng)
+    val_batches = GroupBatches(inputs, targets, va_idx, config.batch_size, None)
+    recorder = _EpochRecorder()
+    cbs = [
+        keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=config.lr_factor,
+                                          patience=config.lr_patience, min_lr=config.min_lr),
+        keras.callbacks.EarlyStopping(monitor="loss", patience=config.early_stopping_patience),
+        keras.callbacks.TerminateOnNaN(),
+        recorder,
+        *callbacks,
+    ]
+    hist = models.training.fit(train_batches, validation_data=val_batches, epochs=config.nepochs,
+                               callbacks=cbs, verbose=verbose)
+    history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
+    history["learning_rate"] = recorder.learning_rates
+    losses = history.get("loss", [])
+    if not losses or not all(math.isfinite(v) for v in losses):
+        raise TrainingError(
+            f"training loss became NaN/inf at epoch {len(losses)}; try a lower --learning_rate, "
+            "check that the diffraction is amplitude (not intensity), or change --seed"
+        )
+    secs = recorder.seconds[1:] or recorder.seconds
+    return TrainResult(
+        models=models, history=history, grouped=grouped, input_scale=s,
+        nphotons=float(config.nphotons), norm_factor=float(grouped.norm_factor),
+        epochs_run=len(losses), seconds_per_epoch=float(np.mean(secs)) if secs else 0.0,
+        train_indices=tr_idx, val_indices=va_idx,
+    )
