@@ -1,0 +1,298 @@
+"""``ptycho-infer`` (alias ``ptycho_inference``): reconstruct a scan with a trained bundle.
+
+Examples::
+
+    ptycho-infer --model_path training_outputs --test_data test.npz --output_dir recon
+    ptycho-infer --backend tensorflow --model_path run/wts.h5.zip --test_data test.npz
+
+Writes under ``--output_dir``: ``reconstructed_amplitude.png``, ``reconstructed_phase.png``,
+``reconstruction.npz``, ``inference.log`` and, when the test NPZ has ``objectGuess``,
+``metrics.json`` and ``comparison_plot.png``. Any backend reads a bundle written by any other.
+Arguments are parsed and the bundle and data checked before Keras is imported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ptycho_k3.cli._common import (
+    Parser,
+    UsageError,
+    add_bool,
+    add_common,
+    add_flag,
+    add_legacy_ignored,
+    add_log_file,
+    number,
+    optional_int,
+    optional_number,
+    positive_int,
+    quiet_frameworks,
+    run_main,
+    setup_logging,
+)
+from ptycho_k3.config_io import UNSET, explicit_values, ignored_settings, load_yaml
+
+PROG = "ptycho-infer"
+
+#: Inference options and their defaults (a ``--config`` YAML may set any of them).
+DEFAULTS: dict[str, Any] = {
+    "model_path": None,
+    "test_data": None,
+    "output_dir": "inference_outputs",
+    "n_groups": None,
+    "n_subsample": None,
+    "subsample_seed": None,
+    "batch_size": 32,
+    "M": 20,
+    "seed": 45,
+    "neighbor_count": 4,
+    "phase_vmin": None,
+    "phase_vmax": None,
+    "comparison_plot": False,
+    "debug": False,
+    "debug_dump": None,
+}
+_LEGACY = ("torch_accelerator", "torch_num_workers", "torch_inference_batch_size")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = Parser(
+        prog=PROG,
+        description="Reconstruct the object of a scan NPZ with a trained ptycho-k3 bundle and "
+                    "write pictures, reconstruction.npz and (with a ground truth) metrics.json.",
+    )
+    add_flag(p, "model_path", default=UNSET, metavar="PATH",
+             help="training output directory holding wts.h5.zip, or the zip itself")
+    add_flag(p, "test_data", default=UNSET, metavar="NPZ", help="scan to reconstruct")
+    add_flag(p, "config", default=None, metavar="YAML",
+             help="YAML with inference options (model settings come from the bundle)")
+    add_flag(p, "output_dir", default=UNSET,
+             help="output directory (default inference_outputs)")
+    add_flag(p, "n_groups", type=optional_int, default=UNSET,
+             help="number of groups to reconstruct (default all)")
+    add_flag(p, "n_images", type=optional_int, default=UNSET,
+             help="deprecated alias of --n_groups")
+    add_flag(p, "n_subsample", type=optional_int, default=UNSET,
+             help="subsample this many raw patterns first (default all)")
+    add_flag(p, "subsample_seed", type=optional_number, default=UNSET,
+             help="seed of the subsample (default --seed)")
+    add_flag(p, "batch_size", type=positive_int, default=UNSET,
+             help="groups per forward pass (default 32)")
+    add_flag(p, "M", type=positive_int, default=UNSET,
+             help="central crop of each patch kept when stitching (default 20)")
+    add_flag(p, "seed", type=positive_int_or_zero, default=UNSET,
+             help="seed of grouping and subsampling (default 45, the original's)")
+    add_flag(p, "neighbor_count", type=positive_int, default=UNSET,
+             help="K nearest neighbours for grouping at gridsize > 1 (default 4)")
+    add_flag(p, "gridsize", type=positive_int, default=UNSET,
+             help="must match the bundle's gridsize if given (the bundle decides)")
+    add_flag(p, "phase_vmin", type=optional_number, default=UNSET,
+             help="lower colour limit of phase images (rad)")
+    add_flag(p, "phase_vmax", type=optional_number, default=UNSET,
+             help="upper colour limit of phase images (rad)")
+    add_bool(p, "comparison_plot",
+             help="comparison_plot.png (written anyway when the NPZ has objectGuess)")
+    add_bool(p, "debug", help="debug logging (same as --console-level DEBUG)")
+    add_flag(p, "debug_dump", nargs="?", const="", default=UNSET, metavar="DIR",
+             help="write patch grid / offsets / stats / canvas files (default "
+                  "<output_dir>/debug_dump)")
+    add_common(p)
+    add_legacy_ignored(p, _LEGACY)
+    return p
+
+
+def positive_int_or_zero(text: str) -> int:
+    value = int(number(text))
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+def resolve_options(args: argparse.Namespace, log: logging.Logger) -> dict[str, Any]:
+    """Options after the precedence explicit flag > YAML > default."""
+    explicit = explicit_values(args)
+    for message in ignored_settings(explicit, "command line"):
+        log.warning("%s", message)
+    yaml_map = load_yaml(args.config) if args.config else {}
+    if "model" in yaml_map:
+        log.warning("%s: the model: block is ignored at inference (model settings come from "
+                    "the bundle)", args.config)
+        yaml_map = {k: v for k, v in yaml_map.items() if k != "model"}
+    for layer, where in ((yaml_map, str(args.config)), (explicit, "--n_images")):
+        if "n_images" in layer:
+            value = layer.pop("n_images")
+            if "n_groups" in layer:
+                log.warning("%s: n_images is deprecated and ignored (n_groups is set)", where)
+            else:
+                log.warning("%s: n_images is deprecated; use n_groups", where)
+                layer["n_groups"] = value
+    unknown = sorted(set(yaml_map) - set(DEFAULTS) - {"gridsize"})
+    if unknown:
+        log.warning("%s: unknown setting(s) ignored: %s", args.config, ", ".join(unknown))
+    options = dict(DEFAULTS)
+    options["gridsize"] = None
+    for layer in (yaml_map, explicit):
+        options.update({k: v for k, v in layer.items() if k in options})
+    if args.debug_dump is not UNSET:
+        options["debug_dump"] = args.debug_dump
+    for key in ("model_path", "test_data"):
+        if options[key] in (None, ""):
+            raise UsageError(f"--{key} is required")
+    return options
+
+
+def load_scan(path: str, n_subsample: int | None, seed: int, log: logging.Logger) -> Any:
+    """Load the test NPZ, optionally subsampling raw patterns (no Keras needed)."""
+    from ptycho_k3.data import load_npz, subsample_indices
+
+    scan = load_npz(path)
+    if n_subsample is not None and n_subsample < scan.n_positions:
+        idx = subsample_indices(scan.n_positions, n_subsample, seed)
+        log.info("subsampled %d of %d patterns (seed %d)", len(idx), scan.n_positions, seed)
+        scan = scan.select(idx)
+    return scan
+
+
+def check_compatible(scan: Any, params: dict[str, Any], where: str,
+                     gridsize: int | None = None) -> None:
+    """Raise DataError/UsageError when the scan or options cannot go through the bundle."""
+    from ptycho_k3.data import DataError
+
+    n = int(params["model"]["N"])
+    if scan.n != n:
+        raise DataError(f"{scan.source or 'test data'}: diffraction patterns are "
+                        f"{scan.n}x{scan.n} but the bundle {where} was trained for N={n}")
+    gs = int(params["model"].get("gridsize", 1))
+    if gridsize is not None and gridsize != gs:
+        raise UsageError(f"--gridsize {gridsize} does not match the bundle's gridsize {gs}")
+
+
+def reconstruct_and_save(
+    out_dir: Path,
+    models: Any,
+    scan: Any,
+    *,
+    input_scale: float,
+    options: dict[str, Any],
+    log: logging.Logger,
+    progress: bool,
+) -> dict[str, Any]:
+    """Reconstruct ``scan`` and write every inference output under ``out_dir``.
+
+    Returns:
+        A summary: written paths, timings, metrics (or None).
+    """
+    from ptycho_k3 import outputs
+    from ptycho_k3.infer import reconstruct
+
+    t0 = time.perf_counter()
+    rec = reconstruct(models, scan, input_scale=input_scale, n_groups=options["n_groups"],
+                      batch_size=options["batch_size"], seed=options["seed"], M=options["M"],
+                      neighbor_count=options["neighbor_count"], progress=progress)
+    st = rec.stitched
+    log.info("reconstructed %d groups in %.2f s (predict %.2f s, stitch %.2f s); object %dx%d",
+             len(rec.centres), time.perf_counter() - t0, rec.seconds_predict,
+             rec.seconds_stitch, *st.obj.shape)
+    written = outputs.save_reconstruction_pngs(out_dir, st.obj, phase_vmin=options["phase_vmin"],
+                                               phase_vmax=options["phase_vmax"])
+    written.append(outputs.save_reconstruction_npz(
+        out_dir / "reconstruction.npz", st.obj, st.x0, st.y0, rec.centres[:, 0],
+        rec.centres[:, 1], st.M))
+    metrics = None
+    if scan.object is not None:
+        from ptycho_k3.metrics import evaluate
+
+        try:
+            metrics = evaluate(st, scan.object, positions=rec.centres, M=st.M)
+        except ValueError as exc:  # e.g. no overlap with the ground truth: report, go on
+            log.warning("metrics not computed: %s", exc)
+        if metrics is not None:
+            written.append(outputs.save_json(out_dir / "metrics.json", metrics))
+            log.info("metrics: %s", _metrics_line(metrics))
+        written.append(outputs.save_comparison_plot(
+            out_dir / "comparison_plot.png", st.obj, scan.object, st.x0, st.y0,
+            phase_vmin=options["phase_vmin"], phase_vmax=options["phase_vmax"]))
+    elif options["comparison_plot"]:
+        log.warning("--comparison_plot: the test NPZ has no objectGuess; no comparison written")
+    if options["debug_dump"] is not None:
+        dump = Path(options["debug_dump"]) if options["debug_dump"] else out_dir / "debug_dump"
+        written += outputs.save_debug_dump(dump, rec.patches, rec.centres, st.obj, st.x0, st.y0,
+                                           st.M)
+    return {"written": written, "metrics": metrics, "n_groups": len(rec.centres),
+            "seconds_predict": rec.seconds_predict, "seconds_stitch": rec.seconds_stitch}
+
+
+def _metrics_line(metrics: dict[str, Any]) -> str:
+    parts = []
+    for part in ("amplitude", "phase"):
+        m = metrics.get(part) or {}
+        if not m.get("applicable", True):
+            parts.append(f"{part}: n/a ({m.get('reason')})")
+            continue
+        fields = [f"{k}={m[k]:.4g}" for k in ("mae", "psnr", "ssim") if
+                  isinstance(m.get(k), int | float)]
+        parts.append(f"{part}: {' '.join(fields)}")
+    return "; ".join(parts)
+
+
+def parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ptycho_k3.backend import select
+    from ptycho_k3.bundle import inspect_bundle
+
+    quiet_frameworks()
+    log = setup_logging(PROG, args)
+    if args.debug is True:
+        logging.getLogger("ptycho_k3").handlers[0].setLevel(logging.DEBUG)
+    backend = select(args.backend)
+    options = resolve_options(args, log)
+    # Everything that can be checked without Keras is checked before any output exists.
+    info = inspect_bundle(options["model_path"])
+    scan = load_scan(options["test_data"], options["n_subsample"],
+                     int(options["subsample_seed"] if options["subsample_seed"] is not None
+                         else options["seed"]), log)
+    check_compatible(scan, info.params, str(info.path), options["gridsize"])
+
+    from ptycho_k3.bundle import load_bundle
+
+    t0 = time.perf_counter()
+    bundle = load_bundle(info.path)
+    log.info("loaded %s (written by %s) under %s in %.1f s", info.path,
+             info.manifest.get("backend"), backend, time.perf_counter() - t0)
+    out_dir = Path(options["output_dir"])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    add_log_file(out_dir / "inference.log")
+    log.debug("options: %s", json.dumps(options, default=str))
+    summary = reconstruct_and_save(
+        out_dir, bundle.models, scan, input_scale=bundle.input_scale, options=options, log=log,
+        progress=not args.quiet and sys.stderr.isatty())
+    print_written(summary["written"], args.quiet)
+    return 0
+
+
+def print_written(paths: Sequence[Path], quiet: bool) -> None:
+    """The one stdout report: where the outputs are."""
+    if quiet:
+        return
+    for path in paths:
+        print(f"wrote {path}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit status (0 ok, 2 bad input, 1 unexpected)."""
+    return run_main(PROG, run, parse, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,248 @@
+"""Files the commands write: pictures, ``reconstruction.npz``, JSON, the loss curve.
+
+Every writer is atomic: it writes a temporary file in the target directory and renames it over
+the final name, so an interrupted run never leaves a half-written file under the final name.
+Pictures use Matplotlib's object API with the Agg canvas (no pyplot global state, no display).
+Nothing here imports Keras.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+RECONSTRUCTION_KEYS = ("object", "x0", "y0", "amplitude", "phase", "xcoords", "ycoords", "M")
+
+
+def _atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: str = "wb") -> Path:
+    """Call ``write(fh)`` on a temporary file next to ``path``, then rename it to ``path``."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    try:
+        with os.fdopen(fd, mode) as fh:
+            write(fh)
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return p
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def _finite_or_none(obj: Any) -> Any:
+    """Replace NaN/inf floats by None, recursively (strict JSON has no NaN)."""
+    if isinstance(obj, float | np.floating):
+        return float(obj) if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite_or_none(v) for v in obj]
+    return obj
+
+
+def save_json(path: str | os.PathLike, obj: Any) -> Path:
+    """Write ``obj`` as indented strict JSON (NaN/inf become null)."""
+    text = json.dumps(_finite_or_none(obj), indent=2, allow_nan=False, default=_json_default)
+    return _atomic_write(path, lambda fh: fh.write(text + "\n"), "w")
+
+
+def _save_figure(path: str | os.PathLike, fig: Any, dpi: int = 100) -> Path:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    return _atomic_write(path, lambda fh: fh.write(buf.getvalue()))
+
+
+def save_image_png(path: str | os.PathLike, image: np.ndarray, *, title: str, cmap: str,
+                   vmin: float | None = None, vmax: float | None = None) -> Path:
+    """One real ``(H, W)`` image, 8x8 in with a colour bar (the original's picture layout)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8, 8))
+    ax = fig.add_subplot()
+    im = ax.imshow(np.asarray(image, np.float32), cmap=cmap, vmin=vmin, vmax=vmax)
+    ax.set_title(title)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    return _save_figure(path, fig)
+
+
+def save_reconstruction_pngs(out_dir: str | os.PathLike, obj: np.ndarray, *,
+                             phase_vmin: float | None = None,
+                             phase_vmax: float | None = None) -> list[Path]:
+    """``reconstructed_amplitude.png`` (gray) and ``reconstructed_phase.png`` (viridis).
+
+    Args:
+        obj: complex ``(H, W)`` stitched object.
+        phase_vmin, phase_vmax: colour limits of the phase image in radians (None = auto).
+    """
+    out = Path(out_dir)
+    return [
+        save_image_png(out / "reconstructed_amplitude.png", np.abs(obj),
+                       title="Reconstructed amplitude", cmap="gray"),
+        save_image_png(out / "reconstructed_phase.png", np.angle(obj),
+                       title="Reconstructed phase (rad)", cmap="viridis",
+                       vmin=phase_vmin, vmax=phase_vmax),
+    ]
+
+
+def save_reconstruction_npz(path: str | os.PathLike, obj: np.ndarray, x0: float, y0: float,
+                            xcoords: np.ndarray, ycoords: np.ndarray, M: int) -> Path:
+    """``reconstruction.npz``: the stitched object and where it sits.
+
+    Keys: ``object`` complex64 ``(H, W)``; ``x0``, ``y0`` float64 scalars, scan coordinates of
+    pixel ``[0, 0]`` (pixel ``[r, c]`` is scan position ``(x0 + c, y0 + r)``); ``amplitude``,
+    ``phase`` float32 ``(H, W)``; ``xcoords``, ``ycoords`` float64 ``(B,)`` centres of the
+    reconstructed groups (object pixels); ``M`` the central crop side used for stitching.
+    No object arrays, so ``np.load(..., allow_pickle=False)`` reads it.
+    """
+    obj = np.asarray(obj, np.complex64)
+    arrays = {
+        "object": obj,
+        "x0": np.float64(x0),
+        "y0": np.float64(y0),
+        "amplitude": np.abs(obj).astype(np.float32),
+        "phase": np.angle(obj).astype(np.float32),
+        "xcoords": np.asarray(xcoords, np.float64),
+        "ycoords": np.asarray(ycoords, np.float64),
+        "M": np.int64(M),
+    }
+    return _atomic_write(path, lambda fh: np.savez(fh, **arrays))
+
+
+def save_history(out_dir: str | os.PathLike, history: dict[str, Sequence[float]],
+                 extra: dict[str, Any] | None = None) -> list[Path]:
+    """``history.json`` (per-epoch lists, plus ``extra``) and ``loss_curve.png``."""
+    out = Path(out_dir)
+    data = {"epochs": len(history.get("loss", [])), **(extra or {}),
+            "history": {k: [float(v) for v in vals] for k, vals in history.items()}}
+    paths = [save_json(out / "history.json", data)]
+    paths.append(save_loss_curve(out / "loss_curve.png", history))
+    return paths
+
+
+def save_loss_curve(path: str | os.PathLike, history: dict[str, Sequence[float]]) -> Path:
+    """Training and validation loss per epoch (log scale when every value is positive)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.add_subplot()
+    plotted: list[float] = []
+    for key, style in (("loss", "-o"), ("val_loss", "--s")):
+        values = [float(v) for v in history.get(key, [])]
+        if values:
+            ax.plot(range(1, len(values) + 1), values, style, label=key, markersize=3)
+            plotted += values
+    finite = [v for v in plotted if math.isfinite(v)]
+    if finite and min(finite) > 0:
+        ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax.set_title("Training loss")
+    if plotted:
+        ax.legend()
+    ax.grid(True, alpha=0.3)
+    return _save_figure(path, fig)
+
+
+def ground_truth_window(gt: np.ndarray, shape: tuple[int, int], x0: float, y0: float) \
+        -> np.ndarray:
+    """The part of ``gt`` under a reconstruction of ``shape`` placed at ``(x0, y0)``.
+
+    Pixels outside ``gt`` are NaN (complex), so the window always has ``shape``.
+    """
+    h, w = shape
+    out = np.full((h, w), np.nan + 1j * np.nan, np.complex64)
+    r0, c0 = int(round(y0)), int(round(x0))
+    rs, cs = max(r0, 0), max(c0, 0)
+    re, ce = min(r0 + h, gt.shape[0]), min(c0 + w, gt.shape[1])
+    if re > rs and ce > cs:
+        out[rs - r0:re - r0, cs - c0:ce - c0] = gt[rs:re, cs:ce]
+    return out
+
+
+def save_comparison_plot(path: str | os.PathLike, obj: np.ndarray, gt: np.ndarray,
+                         x0: float, y0: float, *, phase_vmin: float | None = None,
+                         phase_vmax: float | None = None) -> Path:
+    """2x2 picture: reconstructed phase, reference phase, reconstructed and reference amplitude.
+
+    The reference is the ground truth under the reconstruction (same pixels, same frame); a
+    uniform reference phase is drawn as it is (no crop, no crash).
+    """
+    from matplotlib.figure import Figure
+
+    ref = ground_truth_window(np.asarray(gt), obj.shape, x0, y0)
+    fig = Figure(figsize=(10, 10))
+    axes = fig.subplots(2, 2)
+    panels = [
+        (np.angle(obj), "PINN phase (rad)", "viridis", phase_vmin, phase_vmax),
+        (np.angle(ref), "Reference phase (rad)", "viridis", phase_vmin, phase_vmax),
+        (np.abs(obj), "PINN amplitude", "gray", None, None),
+        (np.abs(ref), "Reference amplitude", "gray", None, None),
+    ]
+    for ax, (img, title, cmap, lo, hi) in zip(axes.ravel(), panels, strict=True):
+        im = ax.imshow(img, cmap=cmap, vmin=lo, vmax=hi)
+        ax.set_title(title)
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    return _save_figure(path, fig, dpi=150)
+
+
+def save_debug_dump(out_dir: str | os.PathLike, patches: np.ndarray | None, centres: np.ndarray,
+                    obj: np.ndarray, x0: float, y0: float, M: int) -> list[Path]:
+    """The original's ``--debug_dump`` files: patch grid, offsets, stats, canvas geometry."""
+    from matplotlib.figure import Figure
+
+    out = Path(out_dir)
+    paths = []
+    if patches is not None and len(patches):
+        k = min(16, len(patches))
+        side = int(math.ceil(math.sqrt(k)))
+        fig = Figure(figsize=(2 * side, 2 * side))
+        axes = np.atleast_1d(fig.subplots(side, side)).ravel()
+        for i, ax in enumerate(axes):
+            ax.axis("off")
+            if i < k:
+                ax.imshow(np.abs(patches[i]), cmap="gray")
+                ax.set_title(str(i), fontsize=8)
+        paths.append(_save_figure(out / "pred_patches_amp_grid.png", fig))
+    paths.append(save_json(out / "offsets.json", {
+        "centres_xy": np.asarray(centres, np.float64).tolist(),
+        "min_xy": np.asarray(centres).min(axis=0).tolist(),
+        "max_xy": np.asarray(centres).max(axis=0).tolist(),
+    }))
+    amp = np.abs(obj)
+    paths.append(save_json(out / "stats.json", {
+        "amplitude": {"min": float(amp.min()), "max": float(amp.max()),
+                      "mean": float(amp.mean())},
+        "phase": {"min": float(np.angle(obj).min()), "max": float(np.angle(obj).max())},
+        "n_patches": int(len(centres)),
+    }))
+    paths.append(save_json(out / "canvas.json", {
+        "shape": list(obj.shape), "x0": float(x0), "y0": float(y0), "M": int(M)}))
+    return paths
