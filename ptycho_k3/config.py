@@ -17,6 +17,7 @@ from typing import Any
 
 SUPPORTED_N = (64, 128, 256)
 AMP_ACTIVATIONS = ("sigmoid", "swish", "softplus", "relu")
+HIDDEN_ACTIVATIONS = ("relu", "swish", "gelu")
 MODEL_TYPES = ("pinn", "supervised")
 TORCH_ONLY_ARCHITECTURES = ("ffno", "fno", "fno_vanilla", "neuralop_uno")
 
@@ -41,6 +42,8 @@ def _finite_nonneg(name: str, value: float) -> None:
 class ModelConfig:
     """Architecture and physics settings (model.md; defaults are the original CLI's).
 
+    ``hidden_activation`` is the activation of every hidden convolution (the original's ReLU);
+    a smooth one (swish, gelu) makes float32 gradients comparable across backends in tests.
     ``offset``, ``max_position_jitter`` and ``default_probe_scale`` are the legacy keys that fix
     the per-group canvas ``P = N + (gridsize - 1) * offset + max_position_jitter`` and the
     default probe.
@@ -52,6 +55,7 @@ class ModelConfig:
     model_type: str = "pinn"
     architecture: str = "cnn"
     amp_activation: str = "sigmoid"
+    hidden_activation: str = "relu"
     object_big: bool = True
     probe_big: bool = True
     probe_mask: bool = False
@@ -94,6 +98,10 @@ class ModelConfig:
         _require(
             self.amp_activation in AMP_ACTIVATIONS,
             f"amp_activation must be one of {AMP_ACTIVATIONS}, got {self.amp_activation!r}",
+        )
+        _require(
+            self.hidden_activation in HIDDEN_ACTIVATIONS,
+            f"hidden_activation must be one of {HIDDEN_ACTIVATIONS}, got {self.hidden_activation!r}",
         )
         _require(
             self.probe_scale > 0 and math.isfinite(self.probe_scale),

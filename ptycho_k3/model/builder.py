@@ -83,9 +83,11 @@ def build_model(
     x_in = keras.Input((n, n, c), name="input")
     pos_in = keras.Input((1, 2, c), name="input_positions")
     scaler = IntensityScale(s, trainable=config.intensity_scale_trainable, name="intensity_scale")
-    z = encoder(scaler(x_in, inverse=True), n, nfs)
-    amp = decoder(z, n, nfs, cp, config.amp_activation, config.pad_object, config.probe_big, "amp")
-    phase = decoder(z, n, nfs, cp, "phase", config.pad_object, config.probe_big, "phase")
+    act = config.hidden_activation
+    z = encoder(scaler(x_in, inverse=True), n, nfs, act)
+    amp = decoder(z, n, nfs, cp, config.amp_activation, config.pad_object, config.probe_big, "amp",
+                  act)
+    phase = decoder(z, n, nfs, cp, "phase", config.pad_object, config.probe_big, "phase", act)
     obj = PolarToComplex(name="polar")([amp, phase])
     offsets = layers.Permute((2, 1), name="offsets")(layers.Reshape((2, c))(pos_in))
     canvas = ObjectCanvas(

@@ -40,18 +40,18 @@ def _conv(filters: int, name: str, activation: str | None = "relu") -> layers.Co
     return layers.Conv2D(filters, 3, padding="same", activation=activation, name=name)
 
 
-def encoder(x, n: int, nfs: int):
-    """Conv-ReLU, Conv-ReLU, MaxPool per block: ``(B, N, N, C)`` -> ``(B, 8, 8, 128 nfs)``."""
+def encoder(x, n: int, nfs: int, act: str = "relu"):
+    """Conv-act, Conv-act, MaxPool per block: ``(B, N, N, C)`` -> ``(B, 8, 8, 128 nfs)``."""
     for i, f in enumerate(encoder_filters(n, nfs)):
-        x = _conv(f, f"enc{i}_conv0")(x)
-        x = _conv(f, f"enc{i}_conv1")(x)
+        x = _conv(f, f"enc{i}_conv0", act)(x)
+        x = _conv(f, f"enc{i}_conv1", act)(x)
         x = layers.MaxPooling2D(2, name=f"enc{i}_pool")(x)
     return x
 
 
-def _up_block(x, filters: int, prefix: str):
-    x = _conv(filters, f"{prefix}_conv0")(x)
-    x = _conv(filters, f"{prefix}_conv1")(x)
+def _up_block(x, filters: int, prefix: str, act: str):
+    x = _conv(filters, f"{prefix}_conv0", act)(x)
+    x = _conv(filters, f"{prefix}_conv1", act)(x)
     return layers.UpSampling2D(2, interpolation="nearest", name=f"{prefix}_up")(x)
 
 
@@ -60,19 +60,20 @@ def _head_activation(kind: str, name: str) -> layers.Layer:
 
 
 def decoder(z, n: int, nfs: int, nout: int, activation: str, pad_object: bool, probe_big: bool,
-            prefix: str):
+            prefix: str, act: str = "relu"):
     """One decoder with its head: ``(B, 8, 8, 128 nfs)`` -> ``(B, N, N, nout)``.
 
     ``activation`` is ``amp_activation`` for the amplitude decoder and ``"phase"`` (pi tanh) for
-    the phase decoder. With ``pad_object`` the centre path decodes the central N/2 square and is
+    the phase decoder; ``act`` that of the hidden convolutions. With ``pad_object`` the centre
+    path decodes the central N/2 square and is
     zero-padded by N/4; ``probe_big`` adds the border path (swish, masked to the ring outside the
     centre square). Without ``pad_object`` one more up-block decodes the full N x N patch.
     """
     x = z
     for i, f in enumerate(decoder_filters(n, nfs)):
-        x = _up_block(x, f, f"{prefix}{i}")
+        x = _up_block(x, f, f"{prefix}{i}", act)
     if not pad_object:
-        y = _up_block(x, border_filters(n, nfs), f"{prefix}_full")
+        y = _up_block(x, border_filters(n, nfs), f"{prefix}_full", act)
         y = _conv(nout, f"{prefix}_full_out", activation=None)(y)
         return _head_activation(activation, f"{prefix}_act")(y)
     channels = int(x.shape[-1])
@@ -83,7 +84,7 @@ def decoder(z, n: int, nfs: int, nout: int, activation: str, pad_object: bool, p
     if not probe_big:
         return centre
     border = SliceChannels(channels - BORDER_CHANNELS, channels, name=f"{prefix}_border_in")(x)
-    border = _up_block(border, border_filters(n, nfs), f"{prefix}_border")
+    border = _up_block(border, border_filters(n, nfs), f"{prefix}_border", act)
     border = _conv(nout, f"{prefix}_border_out", activation=None)(border)
     border = layers.Activation("swish", name=f"{prefix}_border_act")(border)
     border = BorderMask(n, name=f"{prefix}_border_mask")(border)
