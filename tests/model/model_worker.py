@@ -46,7 +46,7 @@ def main(src: str, dst: str) -> None:
     import keras
     from keras import ops
 
-    from ptycho_k3.config import ModelConfig, TrainingConfig
+    from ptycho_k3.config import TrainingConfig
     from ptycho_k3.model import build_model
 
     with np.load(src) as f:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
-from backend_utils import to_numpy
 
 from ptycho_k3 import layers as pl
 from ptycho_k3.config import ModelConfig, TrainingConfig
 from ptycho_k3.model import build_model
+
+from backend_utils import to_numpy
 
 
 def conv_params(models) -> int:

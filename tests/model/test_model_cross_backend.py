@@ -19,9 +19,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import add_summary_line
 
 from ptycho_k3.config import ModelConfig, TrainingConfig
+
+from conftest import add_summary_line
 
 HERE = Path(__file__).resolve().parent
 WORKER = HERE / "model_worker.py"
