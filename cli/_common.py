@@ -260,6 +260,7 @@ def run_main(prog: str, body: Callable[[argparse.Namespace], int],
     verbose = "--verbose" in (argv if argv is not None else sys.argv[1:]) or \
         "-v" in (argv if argv is not None else sys.argv[1:])
     user_errors = user_error_types()
+    saved = _logging_state()
     try:
         args = parse(argv)
         verbose = args.verbose
@@ -280,3 +281,19 @@ def run_main(prog: str, body: Callable[[argparse.Namespace], int],
         return 1
     finally:
         close_log_files()
+        _restore_logging(saved)
+
+
+def _logging_state() -> dict[str, tuple[list[logging.Handler], bool, int]]:
+    """Handlers, propagation and level of the loggers a command configures."""
+    return {name: (list(lg.handlers), lg.propagate, lg.level)
+            for name in (LOGGER_NAME, "py.warnings") for lg in [logging.getLogger(name)]}
+
+
+def _restore_logging(saved: dict[str, tuple[list[logging.Handler], bool, int]]) -> None:
+    """Undo :func:`setup_logging`, so ``main()`` called in-process leaves logging as it was."""
+    logging.captureWarnings(False)
+    for name, (handlers, propagate, level) in saved.items():
+        lg = logging.getLogger(name)
+        lg.handlers, lg.propagate = handlers, propagate
+        lg.setLevel(level)
