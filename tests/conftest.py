@@ -22,20 +22,14 @@ settings.register_profile(
 settings.register_profile("thorough", max_examples=300, deadline=None, derandomize=False)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
-_SUMMARY: list[str] = []
-
-
-def add_summary_line(line: str) -> None:
-    """Queue a line for the end-of-run summary (used by the cross-backend report)."""
-    _SUMMARY.append(line)
-
-
 def pytest_report_header(config):
     return f"keras backend (KERAS_BACKEND): {os.environ.get('KERAS_BACKEND', 'tensorflow')}"
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
-    if _SUMMARY:
+    from xb_report import LINES
+
+    if LINES:
         terminalreporter.section("cross-backend agreement")
-        for line in _SUMMARY:
+        for line in LINES:
             terminalreporter.write_line(line)

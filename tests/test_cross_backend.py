@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import add_summary_line
+from xb_report import add_summary_line
 
 HERE = Path(__file__).resolve().parent
 BACKENDS = ("tensorflow", "torch", "jax")

@@ -22,7 +22,7 @@ import pytest
 
 from ptycho_k3.config import ModelConfig, TrainingConfig
 
-from conftest import add_summary_line
+from xb_report import add_summary_line
 
 HERE = Path(__file__).resolve().parent
 WORKER = HERE / "model_worker.py"
