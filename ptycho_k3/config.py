@@ -18,6 +18,7 @@ from typing import Any
 SUPPORTED_N = (64, 128, 256)
 AMP_ACTIVATIONS = ("sigmoid", "swish", "softplus", "relu")
 HIDDEN_ACTIVATIONS = ("relu", "swish", "gelu")
+PRECISIONS = ("float32", "mixed_bfloat16")
 MODEL_TYPES = ("pinn", "supervised")
 TORCH_ONLY_ARCHITECTURES = ("ffno", "fno", "fno_vanilla", "neuralop_uno")
 
@@ -44,6 +45,8 @@ class ModelConfig:
 
     ``hidden_activation`` is the activation of every hidden convolution (the original's ReLU);
     a smooth one (swish, gelu) makes float32 gradients comparable across backends in tests.
+    ``precision`` ``mixed_bfloat16`` runs the encoder and decoders in bfloat16 (float32
+    weights); the physics tail, the FFT and the loss always stay float32.
     ``offset``, ``max_position_jitter`` and ``default_probe_scale`` are the legacy keys that fix
     the per-group canvas ``P = N + (gridsize - 1) * offset + max_position_jitter`` and the
     default probe.
@@ -56,6 +59,7 @@ class ModelConfig:
     architecture: str = "cnn"
     amp_activation: str = "sigmoid"
     hidden_activation: str = "relu"
+    precision: str = "float32"
     object_big: bool = True
     probe_big: bool = True
     probe_mask: bool = False
@@ -102,6 +106,10 @@ class ModelConfig:
         _require(
             self.hidden_activation in HIDDEN_ACTIVATIONS,
             f"hidden_activation must be one of {HIDDEN_ACTIVATIONS}, got {self.hidden_activation!r}",
+        )
+        _require(
+            self.precision in PRECISIONS,
+            f"precision must be one of {PRECISIONS}, got {self.precision!r}",
         )
         _require(
             self.probe_scale > 0 and math.isfinite(self.probe_scale),

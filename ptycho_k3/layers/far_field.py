@@ -6,9 +6,11 @@ import keras
 
 from ptycho_k3 import physics
 
+from .physics_layer import PhysicsLayer
+
 
 @keras.saving.register_keras_serializable(package="ptycho_k3")
-class FarField(keras.layers.Layer):
+class FarField(PhysicsLayer):
     """``call([re, im])`` ``(B, C, N, N)`` -> amplitude ``(B, N, N, C)`` channels-last,
     ``fftshift(|FFT2 Psi|) / N`` with DC at ``(N/2, N/2)`` (physics.md §8).
     """

@@ -7,9 +7,11 @@ import math
 import keras
 from keras import ops
 
+from .physics_layer import PhysicsLayer
+
 
 @keras.saving.register_keras_serializable(package="ptycho_k3")
-class IntensityScale(keras.layers.Layer):
+class IntensityScale(PhysicsLayer):
     """Holds ``log_scale`` (one scalar Keras weight) and applies ``exp(log_scale)``.
 
     ``call(x, inverse=True)`` divides (input side: ``s X -> X``); ``inverse=False`` multiplies

@@ -7,10 +7,11 @@ import keras
 from ptycho_k3 import physics
 
 from .border_mask import decoded_support
+from .physics_layer import PhysicsLayer
 
 
 @keras.saving.register_keras_serializable(package="ptycho_k3")
-class ObjectCanvas(keras.layers.Layer):
+class ObjectCanvas(PhysicsLayer):
     """``call([re, im, offsets])`` -> ``(re, im)`` canvases ``(B, P, P)``, one per group.
 
     With ``object_big``: the ``C`` patches ``(B, C, N, N)`` are reassembled at their offsets

@@ -6,9 +6,11 @@ import keras
 
 from ptycho_k3 import physics
 
+from .physics_layer import PhysicsLayer
+
 
 @keras.saving.register_keras_serializable(package="ptycho_k3")
-class PatchExtraction(keras.layers.Layer):
+class PatchExtraction(PhysicsLayer):
     """``call([re, im, offsets])``: canvases ``(B, P, P)``, offsets ``(B, C, 2)`` ->
     ``(re, im)`` patches ``(B, C, N, N)`` = centre crop of the canvas translated by +offset.
     """

@@ -5,9 +5,11 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from .physics_layer import PhysicsLayer
+
 
 @keras.saving.register_keras_serializable(package="ptycho_k3")
-class PolarToComplex(keras.layers.Layer):
+class PolarToComplex(PhysicsLayer):
     """``call([amp, phase])`` channels-last ``(B, N, N, C')`` -> ``(re, im)`` ``(B, C', N, N)``
     with ``O = A cos(phi) + i A sin(phi)``.
     """

@@ -7,9 +7,11 @@ import numpy as np
 
 from ptycho_k3 import physics
 
+from .physics_layer import PhysicsLayer
+
 
 @keras.saving.register_keras_serializable(package="ptycho_k3")
-class ProbeIllumination(keras.layers.Layer):
+class ProbeIllumination(PhysicsLayer):
     """Exit waves ``Psi = P * O`` (then optional smoothing, then optional mask; physics.md §7).
 
     ``call([obj_re, obj_im])`` with float32 ``(B, C, N, N)`` patches returns the ``(re, im)``

@@ -7,9 +7,11 @@ from keras import ops
 
 from ptycho_k3 import physics
 
+from .physics_layer import PhysicsLayer
+
 
 @keras.saving.register_keras_serializable(package="ptycho_k3")
-class TrimObject(keras.layers.Layer):
+class TrimObject(PhysicsLayer):
     """``call([re, im])`` canvases ``(B, P, P)`` -> float32 ``(B, N, N, 2)``: the centre crop
     (explicit start/stop, so P = N works), last axis ``[re, im]``. Complex64 ``(B, N, N, 1)`` is
     made from it only at the NumPy edge.

@@ -84,10 +84,13 @@ def build_model(
     pos_in = keras.Input((1, 2, c), name="input_positions")
     scaler = IntensityScale(s, trainable=config.intensity_scale_trainable, name="intensity_scale")
     act = config.hidden_activation
-    z = encoder(scaler(x_in, inverse=True), n, nfs, act)
+    # The conv stack may run in bfloat16; every physics layer is pinned to float32.
+    net_dtype = None if config.precision == "float32" else config.precision
+    z = encoder(scaler(x_in, inverse=True), n, nfs, act, net_dtype)
     amp = decoder(z, n, nfs, cp, config.amp_activation, config.pad_object, config.probe_big, "amp",
-                  act)
-    phase = decoder(z, n, nfs, cp, "phase", config.pad_object, config.probe_big, "phase", act)
+                  act, net_dtype)
+    phase = decoder(z, n, nfs, cp, "phase", config.pad_object, config.probe_big, "phase", act,
+                    net_dtype)
     obj = PolarToComplex(name="polar")([amp, phase])
     offsets = layers.Permute((2, 1), name="offsets")(layers.Reshape((2, c))(pos_in))
     canvas = ObjectCanvas(

@@ -36,56 +36,63 @@ def border_filters(n: int, nfs: int) -> int:
     return nfs * 2048 // n
 
 
-def _conv(filters: int, name: str, activation: str | None = "relu") -> layers.Conv2D:
-    return layers.Conv2D(filters, 3, padding="same", activation=activation, name=name)
+def _conv(filters: int, name: str, activation: str | None, dtype) -> layers.Conv2D:
+    return layers.Conv2D(filters, 3, padding="same", activation=activation, name=name, dtype=dtype)
 
 
-def encoder(x, n: int, nfs: int, act: str = "relu"):
-    """Conv-act, Conv-act, MaxPool per block: ``(B, N, N, C)`` -> ``(B, 8, 8, 128 nfs)``."""
+def encoder(x, n: int, nfs: int, act: str = "relu", dtype=None):
+    """Conv-act, Conv-act, MaxPool per block: ``(B, N, N, C)`` -> ``(B, 8, 8, 128 nfs)``.
+
+    ``dtype`` is the layers' dtype policy (``None`` = float32; ``"mixed_bfloat16"`` computes
+    in bfloat16 with float32 weights).
+    """
     for i, f in enumerate(encoder_filters(n, nfs)):
-        x = _conv(f, f"enc{i}_conv0", act)(x)
-        x = _conv(f, f"enc{i}_conv1", act)(x)
-        x = layers.MaxPooling2D(2, name=f"enc{i}_pool")(x)
+        x = _conv(f, f"enc{i}_conv0", act, dtype)(x)
+        x = _conv(f, f"enc{i}_conv1", act, dtype)(x)
+        x = layers.MaxPooling2D(2, name=f"enc{i}_pool", dtype=dtype)(x)
     return x
 
 
-def _up_block(x, filters: int, prefix: str, act: str):
-    x = _conv(filters, f"{prefix}_conv0", act)(x)
-    x = _conv(filters, f"{prefix}_conv1", act)(x)
-    return layers.UpSampling2D(2, interpolation="nearest", name=f"{prefix}_up")(x)
+def _up_block(x, filters: int, prefix: str, act: str, dtype):
+    x = _conv(filters, f"{prefix}_conv0", act, dtype)(x)
+    x = _conv(filters, f"{prefix}_conv1", act, dtype)(x)
+    return layers.UpSampling2D(2, interpolation="nearest", name=f"{prefix}_up", dtype=dtype)(x)
 
 
 def _head_activation(kind: str, name: str) -> layers.Layer:
+    # Heads run in float32 whatever the precision: bounded outputs feed the physics directly.
     return PiTanh(name=name) if kind == "phase" else layers.Activation(kind, name=name)
 
 
 def decoder(z, n: int, nfs: int, nout: int, activation: str, pad_object: bool, probe_big: bool,
-            prefix: str, act: str = "relu"):
+            prefix: str, act: str = "relu", dtype=None):
     """One decoder with its head: ``(B, 8, 8, 128 nfs)`` -> ``(B, N, N, nout)``.
 
     ``activation`` is ``amp_activation`` for the amplitude decoder and ``"phase"`` (pi tanh) for
-    the phase decoder; ``act`` that of the hidden convolutions. With ``pad_object`` the centre
+    the phase decoder; ``act`` that of the hidden convolutions; ``dtype`` their dtype policy. With ``pad_object`` the centre
     path decodes the central N/2 square and is
     zero-padded by N/4; ``probe_big`` adds the border path (swish, masked to the ring outside the
     centre square). Without ``pad_object`` one more up-block decodes the full N x N patch.
     """
     x = z
     for i, f in enumerate(decoder_filters(n, nfs)):
-        x = _up_block(x, f, f"{prefix}{i}", act)
+        x = _up_block(x, f, f"{prefix}{i}", act, dtype)
     if not pad_object:
-        y = _up_block(x, border_filters(n, nfs), f"{prefix}_full", act)
-        y = _conv(nout, f"{prefix}_full_out", activation=None)(y)
+        y = _up_block(x, border_filters(n, nfs), f"{prefix}_full", act, dtype)
+        y = _conv(nout, f"{prefix}_full_out", None, dtype)(y)
         return _head_activation(activation, f"{prefix}_act")(y)
     channels = int(x.shape[-1])
-    centre = SliceChannels(0, channels - BORDER_CHANNELS, name=f"{prefix}_centre_in")(x)
-    centre = _conv(nout, f"{prefix}_centre_out", activation=None)(centre)
+    centre = SliceChannels(0, channels - BORDER_CHANNELS, name=f"{prefix}_centre_in",
+                           dtype=dtype)(x)
+    centre = _conv(nout, f"{prefix}_centre_out", None, dtype)(centre)
     centre = _head_activation(activation, f"{prefix}_act")(centre)
     centre = layers.ZeroPadding2D(n // 4, name=f"{prefix}_centre_pad")(centre)
     if not probe_big:
         return centre
-    border = SliceChannels(channels - BORDER_CHANNELS, channels, name=f"{prefix}_border_in")(x)
-    border = _up_block(border, border_filters(n, nfs), f"{prefix}_border", act)
-    border = _conv(nout, f"{prefix}_border_out", activation=None)(border)
+    border = SliceChannels(channels - BORDER_CHANNELS, channels, name=f"{prefix}_border_in",
+                           dtype=dtype)(x)
+    border = _up_block(border, border_filters(n, nfs), f"{prefix}_border", act, dtype)
+    border = _conv(nout, f"{prefix}_border_out", None, dtype)(border)
     border = layers.Activation("swish", name=f"{prefix}_border_act")(border)
     border = BorderMask(n, name=f"{prefix}_border_mask")(border)
     return layers.Add(name=f"{prefix}_out")([centre, border])
