@@ -69,10 +69,10 @@ def decoder(z, n: int, nfs: int, nout: int, activation: str, pad_object: bool, p
     """One decoder with its head: ``(B, 8, 8, 128 nfs)`` -> ``(B, N, N, nout)``.
 
     ``activation`` is ``amp_activation`` for the amplitude decoder and ``"phase"`` (pi tanh) for
-    the phase decoder; ``act`` that of the hidden convolutions; ``dtype`` their dtype policy. With ``pad_object`` the centre
-    path decodes the central N/2 square and is
-    zero-padded by N/4; ``probe_big`` adds the border path (swish, masked to the ring outside the
-    centre square). Without ``pad_object`` one more up-block decodes the full N x N patch.
+    the phase decoder; ``act`` that of the hidden convolutions; ``dtype`` their dtype policy.
+    With ``pad_object`` the centre path decodes the central N/2 square and is zero-padded by
+    N/4; ``probe_big`` adds the border path (swish, masked to the ring outside the centre
+    square). Without ``pad_object`` one more up-block decodes the full N x N patch.
     """
     x = z
     for i, f in enumerate(decoder_filters(n, nfs)):
