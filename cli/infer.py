@@ -268,11 +268,12 @@ def run(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     bundle = load_bundle(info.path)
-    log.info("loaded %s (written by %s) under %s in %.1f s", info.path,
-             info.manifest.get("backend"), backend, time.perf_counter() - t0)
+    seconds = time.perf_counter() - t0
     out_dir = Path(options["output_dir"])
     out_dir.mkdir(parents=True, exist_ok=True)
     add_log_file(out_dir / "inference.log")
+    log.info("loaded %s (written by %s) under %s in %.1f s", info.path,
+             info.manifest.get("backend"), backend, seconds)
     log.debug("options: %s", json.dumps(options, default=str))
     summary = reconstruct_and_save(
         out_dir, bundle.models, scan, input_scale=bundle.input_scale, options=options, log=log,

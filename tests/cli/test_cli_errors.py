@@ -113,25 +113,49 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
-def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, case):
-    inputs = tmp_path / "inputs"
-    inputs.mkdir()
-    cwd = tmp_path / "cwd"
-    cwd.mkdir()
-    out = tmp_path / "out"
-    script, *args = _make_inputs(inputs, case)
-    before = sorted(p.name for p in inputs.rglob("*"))
-    proc = run_cli(script, *args, "--output_dir", str(out), cwd=cwd)
-    lines = error_lines(proc.stderr)
-    assert proc.returncode == 2, proc.stderr
-    assert len(lines) == 1, proc.stderr
+def _check(case, rc, stderr, script, out, cwd, inputs, before):
+    lines = error_lines(stderr)
+    assert rc == 2, stderr
+    assert len(lines) == 1, stderr
     assert lines[0].startswith(f"{script}: error: ")
     assert CASES[case] in lines[0], lines[0]
-    assert "Traceback" not in proc.stderr
+    assert "Traceback" not in stderr
     assert not out.exists(), "a failed run must not create its output directory"
     assert list(cwd.iterdir()) == [], "nothing may be written in the working directory"
     assert sorted(p.name for p in inputs.rglob("*")) == before
+
+
+def _dirs(tmp_path):
+    inputs, cwd = tmp_path / "inputs", tmp_path / "cwd"
+    inputs.mkdir()
+    cwd.mkdir()
+    return inputs, cwd, tmp_path / "out"
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, case, capsys,
+                                                            monkeypatch):
+    """Every case through the commands' ``main()`` in-process (fails before Keras loads)."""
+    from ptycho_k3.cli import infer as infer_cli
+    from ptycho_k3.cli import train as train_cli
+
+    inputs, cwd, out = _dirs(tmp_path)
+    script, *args = _make_inputs(inputs, case)
+    before = sorted(p.name for p in inputs.rglob("*"))
+    monkeypatch.chdir(cwd)
+    main = {"ptycho-train": train_cli.main, "ptycho-infer": infer_cli.main}[script]
+    rc = main([*args, "--output_dir", str(out)])
+    _check(case, rc, capsys.readouterr().err, script, out, cwd, inputs, before)
+
+
+@pytest.mark.parametrize("case", ["n63", "unknown_backend", "legacy_tf_bundle", "nan"])
+def test_bad_input_as_typed(tmp_path, case):
+    """The same through the installed console scripts in a subprocess."""
+    inputs, cwd, out = _dirs(tmp_path)
+    script, *args = _make_inputs(inputs, case)
+    before = sorted(p.name for p in inputs.rglob("*"))
+    proc = run_cli(script, *args, "--output_dir", str(out), cwd=cwd)
+    _check(case, proc.returncode, proc.stderr, script, out, cwd, inputs, before)
 
 
 def test_verbose_shows_the_traceback(tmp_path):
