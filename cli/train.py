@@ -236,6 +236,10 @@ def run(args: argparse.Namespace) -> int:
         "backend": backend, "seconds_total": seconds,
         "seconds_per_epoch": result.seconds_per_epoch})
     written.append(out_dir / "config.yaml")
+    if result.grouped.subsample_indices is not None:  # the original wrote these into ./tmp
+        written.append(outputs.save_json(out_dir / "subsample_indices.json", {
+            "n_subsample": cfg.n_subsample, "subsample_seed": cfg.subsample_seed,
+            "indices": [int(i) for i in result.grouped.subsample_indices]}))
     if do_stitching:
         from ptycho_k3.cli.infer import DEFAULTS, reconstruct_and_save
 
