@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 import warnings
 import zipfile
 from dataclasses import dataclass, field, replace
@@ -18,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ptycho_k3.atomic import atomic_write, json_default
 
 from .errors import DataError
 
@@ -382,32 +383,9 @@ def save_npz(path: str | os.PathLike, data: ScanData, *, compress: bool = False,
         arrays["objectGuess"] = np.asarray(data.object, dtype=np.complex64)
     if data.patches is not None:
         arrays[patches_key] = np.asarray(data.patches, dtype=np.complex64)
-    arrays["_metadata"] = np.array(json.dumps(data.metadata, default=_json_default))
-    out.parent.mkdir(parents=True, exist_ok=True)
+    arrays["_metadata"] = np.array(json.dumps(data.metadata, default=json_default))
     writer = np.savez_compressed if compress else np.savez
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            writer(fh, **arrays)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual file mode
-        os.replace(tmp, out)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(out, lambda fh: writer(fh, **arrays))
     return out
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _json_default(value: Any) -> Any:
-    """JSON for NumPy scalars/arrays that end up in metadata."""
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"metadata value of type {type(value).__name__} is not JSON serialisable")

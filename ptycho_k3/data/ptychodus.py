@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ptycho_k3.atomic import atomic_path, json_default
 
 from .errors import DataError
 from .npz import ScanData
@@ -90,12 +91,9 @@ def save_ptychodus_product(path: str | os.PathLike, data: ScanData, *, name: str
     import h5py
 
     out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
     obj = data.object if data.object is not None else np.zeros((data.n, data.n), np.complex64)
     h, w = obj.shape
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    try:
+    with atomic_path(out) as tmp:
         with h5py.File(tmp, "w") as f:
             f.attrs["name"] = name
             f.attrs["comments"] = comments
@@ -132,13 +130,7 @@ def save_ptychodus_product(path: str | os.PathLike, data: ScanData, *, name: str
                 raw.create_dataset("scan_index", data=np.asarray(data.scan_index, np.int64))
                 raw["probeGuess"] = f["probe"]  # hard links, no copies
                 raw["objectGuess"] = f["object"]
-                raw.attrs["metadata"] = json.dumps(data.metadata, default=_plain)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+                raw.attrs["metadata"] = json.dumps(data.metadata, default=json_default)
     return out
 
 
