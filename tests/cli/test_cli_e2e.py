@@ -25,6 +25,8 @@ import numpy as np
 import pytest
 from cli_helpers import run_cli
 
+from xb_report import add_summary_line
+
 TRAIN_ARGS = ("--N", "64", "--n_filters_scale", "1", "--n_groups", "64", "--nepochs", "1",
               "--batch_size", "16")
 BACKENDS = ("tensorflow", "torch", "jax")
@@ -199,6 +201,8 @@ def test_cross_backend_matrix(tmp_path, tiny_scans):
     print("\ncross-backend reconstruction agreement (max|diff| / max|object|):")
     for writer, reader, rel in table:
         print(f"  trained {writer:10s} reconstructed {reader:10s} {rel:.2e}")
+        add_summary_line(f"CLI bundle trained under {writer} reconstructed under {reader}: "
+                         f"max|diff|/max|obj| = {rel:.2e} (tol {REL_TOL:.0e})")
     assert len(table) == 6
     assert list(cwd.iterdir()) == []
 
