@@ -1,0 +1,1 @@
+"""Speed, memory and quality benchmarks of ptycho-k3 per Keras backend (``make bench``)."""

@@ -1,0 +1,1 @@
+"""One module per worker measure; each exposes ``run(settings, backend) -> list[Record]``."""

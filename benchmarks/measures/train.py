@@ -1,0 +1,110 @@
+"""Training speed: seconds per epoch, groups/s, achieved GFLOP/s and peak RSS per shape.
+
+Step mode (quick): one warm-up ``train_on_batch`` (compiles), then ``steps`` timed steps; the
+epoch time is the median step times the steps of a 512-group epoch (486 training groups after the
+5 % validation split, so 31 steps of 16), validation excluded. Epoch mode (full): real epochs of
+``ptycho_k3.train.train`` on 512 groups, the first (compiling) epoch dropped, median of the rest.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+from benchmarks.common import Record, median, peak_rss_mib
+from benchmarks.flops import model_flops
+from benchmarks.plan import TRAIN_SHAPES, Settings
+from benchmarks.workload import simulated_scan, sync
+
+
+def _train_steps_per_epoch(groups: int, batch: int, validation_fraction: float = 0.05) -> int:
+    n_val = max(1, round(groups * validation_fraction))
+    return math.ceil((groups - n_val) / batch)
+
+
+def _step_times(n: int, gs: int, batch: int, steps: int) -> tuple[list[float], object]:
+    import keras
+
+    from ptycho_k3 import physics
+    from ptycho_k3.config import ModelConfig
+    from ptycho_k3.data import group_scan
+    from ptycho_k3.model import build_model
+    from ptycho_k3.train import model_inputs
+
+    scan = simulated_scan(n, max(256, batch * (steps + 1) * gs * gs))
+    grouped = group_scan(scan, gs, n_groups=batch * (steps + 1), neighbor_count=4, seed=0)
+    s = physics.intensity_scale(1e9, n)
+    x, off = model_inputs(grouped, s)
+    keras.utils.set_random_seed(0)
+    models = build_model(ModelConfig(N=n, gridsize=gs), probe=grouped.probe, intensity_scale=s)
+    models.training.compile(optimizer=keras.optimizers.Adam(learning_rate=1e-3))
+    times = []
+    for i in range(steps + 1):
+        sl = slice(i * batch, (i + 1) * batch)
+        t0 = time.perf_counter()
+        out = models.training.train_on_batch((x[sl], off[sl]), {"amplitude": x[sl]})
+        sync(out)
+        if i:  # step 0 compiles
+            times.append(time.perf_counter() - t0)
+    return times, models
+
+
+def _epoch_times(n: int, gs: int, batch: int, groups: int, epochs: int) -> tuple[list[float], object]:
+    import keras
+
+    from ptycho_k3.config import ModelConfig, TrainingConfig
+    from ptycho_k3.train import train
+
+    class Clock(keras.callbacks.Callback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.seconds: list[float] = []
+            self._t0 = 0.0
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._t0 = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.seconds.append(time.perf_counter() - self._t0)
+
+    scan = simulated_scan(n, groups * gs * gs if gs > 1 else groups)
+    cfg = TrainingConfig(model=ModelConfig(N=n, gridsize=gs), batch_size=batch, nepochs=epochs,
+                         n_groups=groups, early_stopping_patience=epochs + 1, seed=0)
+    clock = Clock()
+    result = train(cfg, scan, verbose=0, callbacks=[clock])
+    return clock.seconds[1:], result.models
+
+
+def run(settings: Settings, backend: str, shape: str) -> list[Record]:
+    """Records of one training shape (``N64_gs1``, ``N64_gs2`` or ``N128_gs1``)."""
+    index = [name for name, *_ in TRAIN_SHAPES].index(shape)
+    _, n, gs, batch = TRAIN_SHAPES[index]
+    groups = settings.train_groups
+    steps_epoch = _train_steps_per_epoch(groups, batch)
+    cfg = {"N": n, "gridsize": gs, "batch_size": batch, "groups_per_epoch": groups}
+    if settings.train_epochs:
+        epochs, models = _epoch_times(n, gs, batch, groups, settings.train_epochs)
+        s_epoch = median(epochs)
+        step = s_epoch / steps_epoch  # includes validation and data pipeline, see README
+        cfg.update(method=f"ptycho_k3.train.train, {settings.train_epochs} epochs, first dropped, "
+                   "median; includes validation", samples_s=[round(t, 3) for t in epochs])
+    else:
+        steps, models = _step_times(n, gs, batch, settings.train_steps[index])
+        step = median(steps)
+        s_epoch = step * steps_epoch
+        cfg.update(method=f"train_on_batch: 1 warm-up + {len(steps)} timed steps, median step x "
+                   f"{steps_epoch} steps/epoch (extrapolated, validation excluded)",
+                   samples_s=[round(t, 3) for t in steps])
+    flops = model_flops(models)
+    train_groups = groups - max(1, round(groups * 0.05))
+    gflops = flops.training_step * batch / step / 1e9
+    rss = peak_rss_mib()
+    tag = f"train {shape}"
+    return [
+        Record(backend, f"{tag} s/epoch", s_epoch, "s", cfg),
+        Record(backend, f"{tag} groups/s", train_groups / s_epoch, "groups/s", cfg),
+        Record(backend, f"{tag} fwd+bwd GFLOP/s", gflops, "GFLOP/s",
+               {**cfg, "gflop_per_group_step": round(flops.training_step / 1e9, 3),
+                "estimate": "3 x forward; convs exact, physics tail estimated"}),
+        Record(backend, f"{tag} peak RSS", rss, "MiB", {**cfg, "what": "VmHWM of the worker"}),
+    ]

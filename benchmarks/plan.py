@@ -1,0 +1,74 @@
+"""What to measure and how long: the quick and full settings, and the job order."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+BACKENDS = ("tensorflow", "torch", "jax")
+
+#: Training shapes of issue 6: (name, N, gridsize, batch size).
+TRAIN_SHAPES = (("N64_gs1", 64, 1, 16), ("N64_gs2", 64, 2, 16), ("N128_gs1", 128, 1, 16))
+
+#: Worker measures in run order (each one worker process per backend).
+MEASURES = (
+    "train_N64_gs1", "train_N64_gs2", "train_N128_gs1", "infer", "scaling", "gflops", "quality",
+    "cli",
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Sizes and repeat counts of one harness mode.
+
+    Attributes:
+        quick: the quick mode (``BENCH_QUICK=1``).
+        train_groups: groups per epoch the seconds/epoch refer to (issue 6: 512).
+        train_epochs: full mode: real epochs run through ``ptycho_k3.train.train`` (the first,
+            which compiles, is dropped); 0 means: time ``train_steps`` single steps instead.
+        train_steps: timed steps per training shape in step mode (after one warm-up step);
+            a tuple parallel to :data:`TRAIN_SHAPES`.
+        infer_patterns: diffraction patterns per inference repeat.
+        infer_repeats: timed repeats of the inference measure (after a warm-up).
+        scaling_patterns: scan sizes of the scaling measure.
+        quality_groups, quality_epochs: the fixed training budget of the quality measure.
+        quality_test_patterns: patterns reconstructed and scored.
+        gflops_repeats: timed repeats of each matmul / forward pass.
+        cli_repeats: timed CLI cold starts (after one untimed one that warms the disk cache).
+    """
+
+    quick: bool
+    train_groups: int
+    train_epochs: int
+    train_steps: tuple[int, ...]
+    infer_patterns: int
+    infer_repeats: int
+    scaling_patterns: tuple[int, ...]
+    quality_groups: int
+    quality_epochs: int
+    quality_test_patterns: int
+    gflops_repeats: int
+    cli_repeats: int
+
+
+QUICK = Settings(
+    quick=True, train_groups=512, train_epochs=0, train_steps=(4, 3, 2), infer_patterns=192,
+    infer_repeats=2, scaling_patterns=(64, 256), quality_groups=256, quality_epochs=2,
+    quality_test_patterns=192, gflops_repeats=5, cli_repeats=1,
+)
+
+FULL = Settings(
+    quick=False, train_groups=512, train_epochs=3, train_steps=(8, 6, 6), infer_patterns=1024,
+    infer_repeats=3, scaling_patterns=(1000, 4000, 16000, 64000), quality_groups=512,
+    quality_epochs=10, quality_test_patterns=1024, gflops_repeats=5, cli_repeats=3,
+)
+
+
+def settings(quick: bool) -> Settings:
+    """The settings of the chosen mode."""
+    return QUICK if quick else FULL
+
+
+def jobs(backends: tuple[str, ...], measures: tuple[str, ...]) -> list[tuple[str, str]]:
+    """``(measure, backend)`` pairs, backends interleaved inside each measure so that drift
+    of a shared machine hits every backend alike."""
+    return [(m, b) for m in measures for b in backends]
