@@ -20,7 +20,7 @@ def _fmt(value: Any) -> str:
 
 
 def _size_key(measure: str) -> tuple[str, int]:
-    m = re.search(r"@(\d+)$", measure)
+    m = re.search(r"@(\d+)$", measure)  # "scaling time @1000" -> ("scaling time ", 1000)
     return (measure[: m.start()], int(m.group(1))) if m else (measure, 0)
 
 
@@ -57,7 +57,7 @@ def plot_throughput(records, backends: Sequence[str], path: Path) -> None:
                                  if m.startswith("train ") and m.endswith("groups/s")]),
         ("inference (patterns/s)", [m for m in dict.fromkeys(r["measure"] for r in records)
                                     if m.startswith("infer ") and m.endswith("patterns/s")
-                                    and "stitch patterns" not in m]),
+                                    and not m.endswith(" stitch patterns/s")]),
     ]
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     for ax, (title, measures) in zip(axes, panels, strict=True):
@@ -89,7 +89,7 @@ def plot_scaling(records, backends: Sequence[str], path: Path) -> None:
                                (axes[1], "scaling peak RSS", "peak RSS (MiB)")):
         for b in backends:
             pts = sorted((_size_key(r["measure"])[1], r["value"]) for r in records
-                         if r["backend"] == b and _size_key(r["measure"])[0] == prefix + " @")
+                         if r["backend"] == b and _size_key(r["measure"])[0] == prefix + " ")
             if pts:
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=b)
         ax.set_xscale("log")
