@@ -56,7 +56,7 @@ demo: $(STAMP)
 	echo "Metrics: $$out/inference/metrics.json   Model: $$out/train/wts.h5.zip"
 
 bench: $(STAMP)
-	$(PY) -m benchmarks.run $(BENCH_ARGS)
+	TF_ENABLE_ONEDNN_OPTS=$${BENCH_TF_ONEDNN:-1} $(PY) -m benchmarks.run $(BENCH_ARGS)
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
