@@ -73,8 +73,11 @@ class PtychoModel(keras.Model):
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         terms = self.loss_terms(y, y_pred)
+        # Weight each batch by its size, as Keras does for "loss", so a short last batch does not
+        # skew the epoch mean of a term (and "loss" equals the weighted sum of the terms).
+        batch = ops.cast(ops.shape(y_pred["trimmed_obj"])[0], "float32")
         total = 0.0
         for tracker, (name, weight) in zip(self._term_trackers, self.loss_spec.terms, strict=True):
-            tracker.update_state(terms[name])
+            tracker.update_state(terms[name], sample_weight=batch)
             total = total + weight * terms[name]
         return total

@@ -31,6 +31,9 @@ def test_pinn_training_lowers_the_loss_and_trains_the_scale(scans):
     assert res.epochs_run == len(h["loss"]) >= 2
     assert min(h["loss"][1:]) < h["loss"][0]
     assert all(np.isfinite(h["val_loss"]))
+    # the only term is the NLL (weight 1): logged terms are batch-size weighted like "loss"
+    np.testing.assert_allclose(h["nll"], h["loss"], rtol=1e-5)
+    np.testing.assert_allclose(h["val_nll"], h["val_loss"], rtol=1e-5)
     # intensity_scale_trainable defaults to true and now really trains (model.md §3)
     assert abs(res.models.intensity_scale - res.input_scale) > 1e-4
     assert len(res.val_indices) == 2 and len(res.train_indices) == 38
@@ -60,6 +63,7 @@ def test_supervised_mode_runs_end_to_end(scans):
     res = train(small(model={"model_type": "supervised"}, nepochs=3), train_scan, verbose=0)
     h = res.history
     assert {"amp_mae", "phase_mae", "val_amp_mae", "val_phase_mae"} <= set(h)
+    np.testing.assert_allclose(np.add(h["amp_mae"], h["phase_mae"]), h["loss"], rtol=1e-5)
     assert min(h["loss"][1:]) < h["loss"][0]
     rec = reconstruct(res.models, test_scan, input_scale=res.input_scale, n_groups=8)
     assert rec.patches.shape == (8, 64, 64)
