@@ -23,13 +23,14 @@ def decoded_support(n: int, probe_big: bool, pad_object: bool) -> np.ndarray:
 
 @keras.saving.register_keras_serializable(package="ptycho_k3")
 class BorderMask(keras.layers.Layer):
-    """Zero the central ``n/2 x n/2`` square of channels-last ``(B, n, n, ch)`` features."""
+    """Zero the central ``n/2 x n/2`` square of ``(B, n, n, ch)`` (or channels_first) features."""
 
-    def __init__(self, n: int, **kwargs):
+    def __init__(self, n: int, data_format: str = "channels_last", **kwargs):
         super().__init__(**kwargs)
         self.n = int(n)
-        centre = decoded_support(self.n, probe_big=False, pad_object=True)
-        self._mask = (1.0 - centre)[:, :, None]
+        self.data_format = data_format
+        ring = 1.0 - decoded_support(self.n, probe_big=False, pad_object=True)
+        self._mask = ring[None] if data_format == "channels_first" else ring[:, :, None]
 
     def call(self, x):
         return x * keras.ops.convert_to_tensor(self._mask, dtype=x.dtype)
@@ -38,4 +39,4 @@ class BorderMask(keras.layers.Layer):
         return input_shape
 
     def get_config(self):
-        return {**super().get_config(), "n": self.n}
+        return {**super().get_config(), "n": self.n, "data_format": self.data_format}

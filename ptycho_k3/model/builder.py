@@ -26,6 +26,15 @@ from .networks import decoder, encoder
 from .ptycho_model import PtychoModel
 
 
+def conv_data_format() -> str:
+    """``channels_first`` under PyTorch (native NCHW convolutions), else ``channels_last``.
+
+    A per-backend layout choice only: conv kernels have the same shape in both formats, so
+    weights (and bundles) are identical across backends.
+    """
+    return "channels_first" if keras.backend.backend() == "torch" else "channels_last"
+
+
 @dataclass
 class ModelPair:
     """The training model (``autoencoder``) and the inference model (``diffraction_to_obj``).
@@ -86,12 +95,19 @@ def build_model(
     act = config.hidden_activation
     # The conv stack may run in bfloat16; every physics layer is pinned to float32.
     net_dtype = None if config.precision == "float32" else config.precision
-    z = encoder(scaler(x_in, inverse=True), n, nfs, act, net_dtype)
+    fmt = conv_data_format()
+    x = scaler(x_in, inverse=True)
+    if fmt == "channels_first":
+        x = layers.Permute((3, 1, 2), name="to_channels_first")(x)
+    z = encoder(x, n, nfs, act, net_dtype, fmt)
     amp = decoder(z, n, nfs, cp, config.amp_activation, config.pad_object, config.probe_big, "amp",
-                  act, net_dtype)
+                  act, net_dtype, fmt)
     phase = decoder(z, n, nfs, cp, "phase", config.pad_object, config.probe_big, "phase", act,
-                    net_dtype)
-    obj = PolarToComplex(name="polar")([amp, phase])
+                    net_dtype, fmt)
+    obj = PolarToComplex(data_format=fmt, name="polar")([amp, phase])
+    if fmt == "channels_first":  # the decoded-patch outputs are channels-last, like the labels
+        amp = layers.Permute((2, 3, 1), name="amp_channels_last")(amp)
+        phase = layers.Permute((2, 3, 1), name="phase_channels_last")(phase)
     offsets = layers.Permute((2, 1), name="offsets")(layers.Reshape((2, c))(pos_in))
     canvas = ObjectCanvas(
         n, config.canvas_size, object_big=config.object_big, probe_big=config.probe_big,

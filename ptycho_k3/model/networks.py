@@ -1,6 +1,9 @@
 """Encoder, decoders and decoder heads (model.md §4-§5), from standard Keras layers.
 
-All tensors here are channels-last ``(B, H, W, ch)``. Filter counts are multiplied by
+Tensors are ``(B, H, W, ch)`` with ``data_format='channels_last'`` and ``(B, ch, H, W)`` with
+``'channels_first'`` (used under PyTorch, whose CPU convolutions are native NCHW: channels-last
+there costs two full-tensor copies per convolution). Kernels have the same shape either way, so
+weights move between backends unchanged. Filter counts are multiplied by
 ``n_filters_scale`` (nfs). For N = 64 the ladders are encoder 32-64-128, decoder 64-32; each
 doubling of N adds one level at the front of both, keeping an 8 x 8 bottleneck and an
 N/2 x N/2 decoder output with 32 nfs channels.
@@ -36,27 +39,29 @@ def border_filters(n: int, nfs: int) -> int:
     return nfs * 2048 // n
 
 
-def _conv(filters: int, name: str, activation: str | None, dtype) -> layers.Conv2D:
-    return layers.Conv2D(filters, 3, padding="same", activation=activation, name=name, dtype=dtype)
+def _conv(filters: int, name: str, activation: str | None, dtype, fmt: str) -> layers.Conv2D:
+    return layers.Conv2D(filters, 3, padding="same", activation=activation, name=name, dtype=dtype,
+                         data_format=fmt)
 
 
-def encoder(x, n: int, nfs: int, act: str = "relu", dtype=None):
+def encoder(x, n: int, nfs: int, act: str = "relu", dtype=None, fmt: str = "channels_last"):
     """Conv-act, Conv-act, MaxPool per block: ``(B, N, N, C)`` -> ``(B, 8, 8, 128 nfs)``.
 
     ``dtype`` is the layers' dtype policy (``None`` = float32; ``"mixed_bfloat16"`` computes
     in bfloat16 with float32 weights).
     """
     for i, f in enumerate(encoder_filters(n, nfs)):
-        x = _conv(f, f"enc{i}_conv0", act, dtype)(x)
-        x = _conv(f, f"enc{i}_conv1", act, dtype)(x)
-        x = layers.MaxPooling2D(2, name=f"enc{i}_pool", dtype=dtype)(x)
+        x = _conv(f, f"enc{i}_conv0", act, dtype, fmt)(x)
+        x = _conv(f, f"enc{i}_conv1", act, dtype, fmt)(x)
+        x = layers.MaxPooling2D(2, name=f"enc{i}_pool", dtype=dtype, data_format=fmt)(x)
     return x
 
 
-def _up_block(x, filters: int, prefix: str, act: str, dtype):
-    x = _conv(filters, f"{prefix}_conv0", act, dtype)(x)
-    x = _conv(filters, f"{prefix}_conv1", act, dtype)(x)
-    return layers.UpSampling2D(2, interpolation="nearest", name=f"{prefix}_up", dtype=dtype)(x)
+def _up_block(x, filters: int, prefix: str, act: str, dtype, fmt: str):
+    x = _conv(filters, f"{prefix}_conv0", act, dtype, fmt)(x)
+    x = _conv(filters, f"{prefix}_conv1", act, dtype, fmt)(x)
+    return layers.UpSampling2D(2, interpolation="nearest", name=f"{prefix}_up", dtype=dtype,
+                               data_format=fmt)(x)
 
 
 def _head_activation(kind: str, name: str) -> layers.Layer:
@@ -65,34 +70,35 @@ def _head_activation(kind: str, name: str) -> layers.Layer:
 
 
 def decoder(z, n: int, nfs: int, nout: int, activation: str, pad_object: bool, probe_big: bool,
-            prefix: str, act: str = "relu", dtype=None):
+            prefix: str, act: str = "relu", dtype=None, fmt: str = "channels_last"):
     """One decoder with its head: ``(B, 8, 8, 128 nfs)`` -> ``(B, N, N, nout)``.
 
     ``activation`` is ``amp_activation`` for the amplitude decoder and ``"phase"`` (pi tanh) for
-    the phase decoder; ``act`` that of the hidden convolutions; ``dtype`` their dtype policy.
-    With ``pad_object`` the centre path decodes the central N/2 square and is zero-padded by
-    N/4; ``probe_big`` adds the border path (swish, masked to the ring outside the centre
-    square). Without ``pad_object`` one more up-block decodes the full N x N patch.
+    the phase decoder; ``act`` that of the hidden convolutions; ``dtype`` their dtype policy;
+    ``fmt`` the data format. With ``pad_object`` the centre path decodes the central N/2
+    square and is zero-padded by N/4; ``probe_big`` adds the border path (swish, masked to the
+    ring outside the centre square). Without ``pad_object`` one more up-block decodes the full
+    N x N patch.
     """
     x = z
     for i, f in enumerate(decoder_filters(n, nfs)):
-        x = _up_block(x, f, f"{prefix}{i}", act, dtype)
+        x = _up_block(x, f, f"{prefix}{i}", act, dtype, fmt)
     if not pad_object:
-        y = _up_block(x, border_filters(n, nfs), f"{prefix}_full", act, dtype)
-        y = _conv(nout, f"{prefix}_full_out", None, dtype)(y)
+        y = _up_block(x, border_filters(n, nfs), f"{prefix}_full", act, dtype, fmt)
+        y = _conv(nout, f"{prefix}_full_out", None, dtype, fmt)(y)
         return _head_activation(activation, f"{prefix}_act")(y)
-    channels = int(x.shape[-1])
-    centre = SliceChannels(0, channels - BORDER_CHANNELS, name=f"{prefix}_centre_in",
-                           dtype=dtype)(x)
-    centre = _conv(nout, f"{prefix}_centre_out", None, dtype)(centre)
+    channels = int(x.shape[1 if fmt == "channels_first" else -1])
+    centre = SliceChannels(0, channels - BORDER_CHANNELS, data_format=fmt,
+                           name=f"{prefix}_centre_in", dtype=dtype)(x)
+    centre = _conv(nout, f"{prefix}_centre_out", None, dtype, fmt)(centre)
     centre = _head_activation(activation, f"{prefix}_act")(centre)
-    centre = layers.ZeroPadding2D(n // 4, name=f"{prefix}_centre_pad")(centre)
+    centre = layers.ZeroPadding2D(n // 4, data_format=fmt, name=f"{prefix}_centre_pad")(centre)
     if not probe_big:
         return centre
-    border = SliceChannels(channels - BORDER_CHANNELS, channels, name=f"{prefix}_border_in",
-                           dtype=dtype)(x)
-    border = _up_block(border, border_filters(n, nfs), f"{prefix}_border", act, dtype)
-    border = _conv(nout, f"{prefix}_border_out", None, dtype)(border)
+    border = SliceChannels(channels - BORDER_CHANNELS, channels, data_format=fmt,
+                           name=f"{prefix}_border_in", dtype=dtype)(x)
+    border = _up_block(border, border_filters(n, nfs), f"{prefix}_border", act, dtype, fmt)
+    border = _conv(nout, f"{prefix}_border_out", None, dtype, fmt)(border)
     border = layers.Activation("swish", name=f"{prefix}_border_act")(border)
-    border = BorderMask(n, name=f"{prefix}_border_mask")(border)
+    border = BorderMask(n, data_format=fmt, name=f"{prefix}_border_mask")(border)
     return layers.Add(name=f"{prefix}_out")([centre, border])

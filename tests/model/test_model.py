@@ -133,6 +133,9 @@ def test_supervised_model_has_no_physics_tail():
         pl.BorderMask(8),
         pl.PiTanh(),
         pl.SliceChannels(1, 3),
+        pl.SliceChannels(1, 3, data_format="channels_first"),
+        pl.BorderMask(8, data_format="channels_first"),
+        pl.PolarToComplex(data_format="channels_first"),
     ],
     ids=lambda layer: type(layer).__name__,
 )
@@ -170,3 +173,26 @@ def test_mixed_bfloat16_runs_convs_in_bf16_and_physics_in_float32():
         # bfloat16 keeps 8 mantissa bits (~4e-3 relative per op) through a dozen convs
         err = np.max(np.abs(a[k] - b[k])) / np.max(np.abs(a[k]))
         assert err < 0.1, (k, err)
+
+
+def test_channels_first_layers_match_channels_last():
+    """Under torch the conv stack runs NCHW; the layout-aware layers must agree with NHWC."""
+    from keras import ops
+
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 8, 8, 6)).astype(np.float32)
+    xt = np.transpose(x, (0, 3, 1, 2))
+    last = to_numpy(pl.SliceChannels(1, 4)(ops.convert_to_tensor(x)))
+    first = to_numpy(pl.SliceChannels(1, 4, data_format="channels_first")(ops.convert_to_tensor(xt)))
+    np.testing.assert_array_equal(np.transpose(first, (0, 2, 3, 1)), last)
+    last = to_numpy(pl.BorderMask(8)(ops.convert_to_tensor(x)))
+    first = to_numpy(pl.BorderMask(8, data_format="channels_first")(ops.convert_to_tensor(xt)))
+    np.testing.assert_array_equal(np.transpose(first, (0, 2, 3, 1)), last)
+    amp, ph = x[..., :2], x[..., 2:4]
+    a = [to_numpy(t) for t in pl.PolarToComplex()([ops.convert_to_tensor(amp),
+                                                    ops.convert_to_tensor(ph)])]
+    b = [to_numpy(t) for t in pl.PolarToComplex(data_format="channels_first")(
+        [ops.convert_to_tensor(np.transpose(amp, (0, 3, 1, 2))),
+         ops.convert_to_tensor(np.transpose(ph, (0, 3, 1, 2)))])]
+    for u, v in zip(a, b, strict=True):
+        np.testing.assert_allclose(u, v, rtol=1e-6)
