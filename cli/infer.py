@@ -196,7 +196,8 @@ def reconstruct_and_save(
     t0 = time.perf_counter()
     rec = reconstruct(models, scan, input_scale=input_scale, n_groups=options["n_groups"],
                       batch_size=options["batch_size"], seed=options["seed"], M=options["M"],
-                      neighbor_count=options["neighbor_count"], progress=progress)
+                      neighbor_count=options["neighbor_count"], progress=progress,
+                      keep_patches=options["debug_dump"] is not None)
     st = rec.stitched
     log.info("reconstructed %d groups in %.2f s (predict %.2f s, stitch %.2f s); object %dx%d",
              len(rec.centres), time.perf_counter() - t0, rec.seconds_predict,

@@ -1,7 +1,8 @@
 """Inference: group a scan, predict in batches, stitch while predicting.
 
-Memory is bounded by one batch plus the stitched canvas: each predicted batch is splatted onto
-the canvas (:class:`ptycho_k3.stitch.StreamingStitcher`) and, unless ``keep_patches``, dropped.
+Beyond the scan itself and its grouped (normalised) diffraction, memory is one batch plus the
+stitched canvas: each batch is scaled, predicted and splatted onto the canvas
+(:class:`ptycho_k3.stitch.StreamingStitcher`) and, unless ``keep_patches``, dropped.
 """
 
 from __future__ import annotations
@@ -56,9 +57,14 @@ def _progress(done: int, total: int) -> None:
 
 
 def predict_objects(models: ModelPair, x: np.ndarray, offsets: np.ndarray, start: int,
-                    stop: int) -> np.ndarray:
-    """Trimmed objects of groups ``[start, stop)`` as complex64 ``(b, N, N)``."""
-    out = models.inference.predict_on_batch((x[start:stop], offsets[start:stop]))
+                    stop: int, input_scale: float = 1.0) -> np.ndarray:
+    """Trimmed objects of groups ``[start, stop)`` as complex64 ``(b, N, N)``.
+
+    ``x`` is normalised diffraction ``(B, N, N, C)``; it is multiplied by ``input_scale`` one
+    batch at a time, so no scaled copy of the whole scan is made.
+    """
+    xb = x[start:stop] * np.float32(input_scale)
+    out = models.inference.predict_on_batch((xb, offsets[start:stop]))
     out = np.asarray(out)
     return (out[..., 0] + 1j * out[..., 1]).astype(np.complex64)
 
@@ -94,7 +100,6 @@ def reconstruct(models: ModelPair, data: ScanData, *, input_scale: float,
     k = max(neighbor_count, cfg.group_size)
     grouped = group_scan(data, cfg.gridsize, n_groups=b, neighbor_count=k, seed=seed,
                          with_patches=False)
-    x = (grouped.diffraction * np.float32(input_scale)).astype(np.float32, copy=False)
     offsets = grouped.coords_relative.astype(np.float32)
     centres = grouped.centres()
     stitcher = StreamingStitcher(centres, cfg.N, M)
@@ -104,7 +109,7 @@ def reconstruct(models: ModelPair, data: ScanData, *, input_scale: float,
     for start in range(0, total, batch_size):
         stop = min(start + batch_size, total)
         t0 = time.perf_counter()
-        obj = predict_objects(models, x, offsets, start, stop)
+        obj = predict_objects(models, grouped.diffraction, offsets, start, stop, input_scale)
         t1 = time.perf_counter()
         stitcher.add(obj, centres[start:stop])
         t_stitch += time.perf_counter() - t1
