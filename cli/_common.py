@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
 import traceback
@@ -104,6 +105,14 @@ def positive_int(text: str) -> int:
 
 def number(text: str) -> float:
     return _number(text, float, "a number")
+
+
+def positive_number(text: str) -> float:
+    """A finite number > 0."""
+    value = _number(text, float, "a number > 0")
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
+    return value
 
 
 def optional_int(text: str) -> int | None:

@@ -34,6 +34,8 @@ from typing import Any
 
 import numpy as np
 
+from ptycho_k3.atomic import atomic_path, json_default
+
 BUNDLE_NAME = "wts.h5.zip"
 FORMAT_NAME = "ptycho-k3-bundle"
 FORMAT_VERSION = 1
@@ -107,17 +109,7 @@ def _versions() -> dict[str, str]:
 
 def _json_bytes(obj: dict[str, Any]) -> bytes:
     # allow_nan=False: a NaN in params would make the file unreadable by strict JSON parsers.
-    return json.dumps(obj, indent=2, sort_keys=True, allow_nan=False, default=_jsonable).encode()
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+    return json.dumps(obj, indent=2, sort_keys=True, allow_nan=False, default=json_default).encode()
 
 
 def _fresh_weights(models: Any, tmp: Path) -> dict[str, Path]:
@@ -174,32 +166,19 @@ def save_bundle(
         "members": list(REQUIRED_MEMBERS) + ([PROBE_MEMBER] if probe is not None else []),
     }
     target = out_dir / BUNDLE_NAME
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{BUNDLE_NAME}.", suffix=".tmp", dir=out_dir)
-    os.close(fd)
-    try:
-        with tempfile.TemporaryDirectory(prefix="ptycho-k3-bundle-") as tmp:
-            weights = _fresh_weights(models, Path(tmp))
-            with zipfile.ZipFile(tmp_name, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-                zf.writestr("manifest.json", _json_bytes(manifest))
-                zf.writestr("params.json", _json_bytes(full))
-                if probe is not None:
-                    buf = io.BytesIO()
-                    np.save(buf, np.asarray(probe, np.complex64), allow_pickle=False)
-                    zf.writestr(PROBE_MEMBER, buf.getvalue())
-                for name, path in weights.items():
-                    zf.write(path, f"{name}/{WEIGHTS_FILE}")
-        os.chmod(tmp_name, 0o666 & ~_umask())
-        os.replace(tmp_name, target)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    with atomic_path(target) as tmp_name, \
+            tempfile.TemporaryDirectory(prefix="ptycho-k3-bundle-") as tmp:
+        weights = _fresh_weights(models, Path(tmp))
+        with zipfile.ZipFile(tmp_name, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            zf.writestr("manifest.json", _json_bytes(manifest))
+            zf.writestr("params.json", _json_bytes(full))
+            if probe is not None:
+                buf = io.BytesIO()
+                np.save(buf, np.asarray(probe, np.complex64), allow_pickle=False)
+                zf.writestr(PROBE_MEMBER, buf.getvalue())
+            for name, path in weights.items():
+                zf.write(path, f"{name}/{WEIGHTS_FILE}")
     return target
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 # ------------------------------------------------------------------------------------------

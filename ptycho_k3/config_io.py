@@ -22,13 +22,13 @@ import dataclasses
 import logging
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from ptycho_k3.atomic import atomic_write
 from ptycho_k3.config import ConfigError, ModelConfig, TrainingConfig
 
 _log = logging.getLogger(__name__)
@@ -145,18 +145,8 @@ def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file in the same directory and rename."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return p
+    """Write ``text`` (UTF-8) to ``path`` atomically (see :mod:`ptycho_k3.atomic`)."""
+    return atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
 
 
 def config_to_yaml(config: TrainingConfig, run: dict[str, Any] | None = None,

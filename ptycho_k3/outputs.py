@@ -12,46 +12,15 @@ import io
 import json
 import math
 import os
-import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ptycho_k3.atomic import atomic_write, json_default
+
 RECONSTRUCTION_KEYS = ("object", "x0", "y0", "amplitude", "phase", "xcoords", "ycoords", "M")
-
-
-def _atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: str = "wb") -> Path:
-    """Call ``write(fh)`` on a temporary file next to ``path``, then rename it to ``path``."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    try:
-        with os.fdopen(fd, mode) as fh:
-            write(fh)
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return p
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 def _finite_or_none(obj: Any) -> Any:
@@ -67,8 +36,8 @@ def _finite_or_none(obj: Any) -> Any:
 
 def save_json(path: str | os.PathLike, obj: Any) -> Path:
     """Write ``obj`` as indented strict JSON (NaN/inf become null)."""
-    text = json.dumps(_finite_or_none(obj), indent=2, allow_nan=False, default=_json_default)
-    return _atomic_write(path, lambda fh: fh.write(text + "\n"), "w")
+    text = json.dumps(_finite_or_none(obj), indent=2, allow_nan=False, default=json_default)
+    return atomic_write(path, lambda fh: fh.write(text + "\n"), "w")
 
 
 def _save_figure(path: str | os.PathLike, fig: Any, dpi: int = 100) -> Path:
@@ -77,7 +46,7 @@ def _save_figure(path: str | os.PathLike, fig: Any, dpi: int = 100) -> Path:
     FigureCanvasAgg(fig)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
-    return _atomic_write(path, lambda fh: fh.write(buf.getvalue()))
+    return atomic_write(path, lambda fh: fh.write(buf.getvalue()))
 
 
 def save_image_png(path: str | os.PathLike, image: np.ndarray, *, title: str, cmap: str,
@@ -133,7 +102,7 @@ def save_reconstruction_npz(path: str | os.PathLike, obj: np.ndarray, x0: float,
         "ycoords": np.asarray(ycoords, np.float64),
         "M": np.int64(M),
     }
-    return _atomic_write(path, lambda fh: np.savez(fh, **arrays))
+    return atomic_write(path, lambda fh: np.savez(fh, **arrays))
 
 
 def save_history(out_dir: str | os.PathLike, history: dict[str, Sequence[float]],
