@@ -42,6 +42,7 @@ class TrainResult:
         norm_factor: the normalisation factor applied to the training diffraction.
         epochs_run: epochs actually run (early stopping may end sooner).
         seconds_per_epoch: mean wall time of an epoch (excluding the first, which compiles).
+        epoch_seconds: wall time of every epoch, the first included.
         train_indices, val_indices: group indices of the two parts of the split.
     """
 
@@ -53,6 +54,7 @@ class TrainResult:
     norm_factor: float
     epochs_run: int
     seconds_per_epoch: float
+    epoch_seconds: list[float]
     train_indices: np.ndarray
     val_indices: np.ndarray
 
@@ -206,5 +208,5 @@ def train(config: TrainingConfig, train_data: ScanData, *, test_data: ScanData |
         models=models, history=history, grouped=grouped, input_scale=s,
         nphotons=float(config.nphotons), norm_factor=float(grouped.norm_factor),
         epochs_run=len(losses), seconds_per_epoch=float(np.mean(secs)) if secs else 0.0,
-        train_indices=tr_idx, val_indices=va_idx,
+        epoch_seconds=list(recorder.seconds), train_indices=tr_idx, val_indices=va_idx,
     )

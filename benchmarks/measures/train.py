@@ -50,29 +50,14 @@ def _step_times(n: int, gs: int, batch: int, steps: int) -> tuple[list[float], o
 
 
 def _epoch_times(n: int, gs: int, batch: int, groups: int, epochs: int) -> tuple[list[float], object]:
-    import keras
-
     from ptycho_k3.config import ModelConfig, TrainingConfig
     from ptycho_k3.train import train
-
-    class Clock(keras.callbacks.Callback):
-        def __init__(self) -> None:
-            super().__init__()
-            self.seconds: list[float] = []
-            self._t0 = 0.0
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self._t0 = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            self.seconds.append(time.perf_counter() - self._t0)
 
     scan = simulated_scan(n, groups * gs * gs if gs > 1 else groups)
     cfg = TrainingConfig(model=ModelConfig(N=n, gridsize=gs), batch_size=batch, nepochs=epochs,
                          n_groups=groups, early_stopping_patience=epochs + 1, seed=0)
-    clock = Clock()
-    result = train(cfg, scan, verbose=0, callbacks=[clock])
-    return clock.seconds[1:], result.models
+    result = train(cfg, scan, verbose=0)
+    return result.epoch_seconds[1:], result.models
 
 
 def run(settings: Settings, backend: str, shape: str) -> list[Record]:
