@@ -41,7 +41,7 @@ test: $(STAMP)
 	echo "=== whole suite: $$(( $$(date +%s) - start )) s ==="
 
 demo: $(STAMP)
-	@set -e; start=$$(date +%s); out=demo_outputs; backend=$${DEMO_BACKEND:-$${KERAS_BACKEND:-tensorflow}}; \
+	@set -e; start=$$(date +%s); out=demo_outputs; backend=$${DEMO_BACKEND:-torch}; \
 	echo "=== 1/3 simulate a small dataset (lines object with phase, N 64, 1024 patterns) ==="; \
 	$(VENV)/bin/ptycho-simulate --object lines --N 64 --n_images 1024 --nphotons 1e9 --seed 0 \
 	  --output_dir $$out/data --backend $$backend; \

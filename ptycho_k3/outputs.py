@@ -167,7 +167,7 @@ def save_comparison_plot(path: str | os.PathLike, obj: np.ndarray, gt: np.ndarra
     from matplotlib.figure import Figure
 
     ref = ground_truth_window(np.asarray(gt), obj.shape, x0, y0)
-    fig = Figure(figsize=(10, 10))
+    fig = Figure(figsize=(10, 10), layout="constrained")
     axes = fig.subplots(2, 2)
     panels = [
         (np.angle(obj), "PINN phase (rad)", "viridis", phase_vmin, phase_vmax),
