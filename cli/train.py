@@ -40,7 +40,7 @@ from ptycho_k3.cli._common import (
     run_main,
     setup_logging,
 )
-from ptycho_k3.config import AMP_ACTIVATIONS, MODEL_TYPES
+from ptycho_k3.config import AMP_ACTIVATIONS, HIDDEN_ACTIVATIONS, MODEL_TYPES, PRECISIONS
 from ptycho_k3.config_io import (
     LEGACY_IGNORED,
     UNSET,
@@ -78,6 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(m, "architecture", default=UNSET, help="cnn (the only architecture)")
     add_flag(m, "amp_activation", choices=AMP_ACTIVATIONS, default=UNSET,
              help="amplitude activation (default sigmoid)")
+    add_flag(m, "hidden_activation", choices=HIDDEN_ACTIVATIONS, default=UNSET,
+             help="activation of the hidden convolutions (default relu, as the original)")
+    add_flag(m, "precision", choices=PRECISIONS, default=UNSET,
+             help="float32 (default) or mixed_bfloat16: the conv stack in bfloat16, the physics "
+                  "and the loss in float32")
     add_bool(m, "object_big", help="per-group canvas of C patches (default true)")
     add_bool(m, "probe_big", help="border decoder branch (default true)")
     add_bool(m, "probe_mask", help="multiply the exit wave by the N/4 disc (default false)")

@@ -142,3 +142,16 @@ def test_infer_yaml_options_and_precedence(tmp_path):
     assert opts["batch_size"] == 2  # flag beats YAML
     assert opts["n_groups"] == 9 and opts["test_data"] == "from_yaml.npz"
     assert "N" not in opts  # model settings come from the bundle
+
+
+def test_precision_and_hidden_activation_flags_reach_the_model_config():
+    from ptycho_k3.config_io import merge_training
+
+    sys_argv = ["--train_data_file", "x.npz", "--precision", "mixed_bfloat16",
+                "--hidden-activation", "swish"]
+    args = train_cli.build_parser().parse_args(sys_argv)
+    assert args.precision == "mixed_bfloat16" and args.hidden_activation == "swish"
+    merged = merge_training({"precision": args.precision,
+                             "hidden_activation": args.hidden_activation})
+    assert merged.config.model.precision == "mixed_bfloat16"
+    assert merged.config.model.hidden_activation == "swish"
