@@ -6,12 +6,18 @@ from dataclasses import dataclass
 
 BACKENDS = ("tensorflow", "torch", "jax")
 
-#: Training shapes of issue 6: (name, N, gridsize, batch size).
-TRAIN_SHAPES = (("N64_gs1", 64, 1, 16), ("N64_gs2", 64, 2, 16), ("N128_gs1", 128, 1, 16))
+#: Training shapes of issue 6: (name, N, gridsize, batch size, precision).
+TRAIN_SHAPES = (
+    ("N64_gs1", 64, 1, 16, "float32"),
+    ("N64_gs2", 64, 2, 16, "float32"),
+    ("N128_gs1", 128, 1, 16, "float32"),
+    ("N64_gs1_bf16", 64, 1, 16, "mixed_bfloat16"),
+)
 
 #: Worker measures in run order (each one worker process per backend).
 MEASURES = (
-    "train_N64_gs1", "train_N64_gs2", "train_N128_gs1", "infer", "scaling", "gflops", "quality",
+    "train_N64_gs1", "train_N64_gs2", "train_N128_gs1", "train_N64_gs1_bf16",
+    "infer", "scaling", "gflops", "quality",
     "cli",
 )
 
@@ -51,13 +57,13 @@ class Settings:
 
 
 QUICK = Settings(
-    quick=True, train_groups=512, train_epochs=0, train_steps=(4, 3, 2), infer_patterns=192,
+    quick=True, train_groups=512, train_epochs=0, train_steps=(4, 3, 2, 4), infer_patterns=192,
     infer_repeats=2, scaling_patterns=(64, 256), quality_groups=256, quality_epochs=2,
     quality_test_patterns=192, gflops_repeats=5, cli_repeats=1,
 )
 
 FULL = Settings(
-    quick=False, train_groups=512, train_epochs=3, train_steps=(8, 6, 6), infer_patterns=1024,
+    quick=False, train_groups=512, train_epochs=3, train_steps=(8, 6, 6, 8), infer_patterns=1024,
     infer_repeats=3, scaling_patterns=(1000, 4000, 16000, 64000), quality_groups=512,
     quality_epochs=10, quality_test_patterns=1024, gflops_repeats=5, cli_repeats=3,
 )

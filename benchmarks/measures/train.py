@@ -22,7 +22,8 @@ def _train_steps_per_epoch(groups: int, batch: int, validation_fraction: float =
     return math.ceil((groups - n_val) / batch)
 
 
-def _step_times(n: int, gs: int, batch: int, steps: int) -> tuple[list[float], object]:
+def _step_times(n: int, gs: int, batch: int, steps: int,
+                precision: str = "float32") -> tuple[list[float], object]:
     import keras
 
     from ptycho_k3 import physics
@@ -36,7 +37,8 @@ def _step_times(n: int, gs: int, batch: int, steps: int) -> tuple[list[float], o
     s = physics.intensity_scale(1e9, n)
     x, off = model_inputs(grouped, s)
     keras.utils.set_random_seed(0)
-    models = build_model(ModelConfig(N=n, gridsize=gs), probe=grouped.probe, intensity_scale=s)
+    models = build_model(ModelConfig(N=n, gridsize=gs, precision=precision), probe=grouped.probe,
+                         intensity_scale=s)
     models.training.compile(optimizer=keras.optimizers.Adam(learning_rate=1e-3))
     times = []
     for i in range(steps + 1):
@@ -49,12 +51,14 @@ def _step_times(n: int, gs: int, batch: int, steps: int) -> tuple[list[float], o
     return times, models
 
 
-def _epoch_times(n: int, gs: int, batch: int, groups: int, epochs: int) -> tuple[list[float], object]:
+def _epoch_times(n: int, gs: int, batch: int, groups: int, epochs: int,
+                 precision: str = "float32") -> tuple[list[float], object]:
     from ptycho_k3.config import ModelConfig, TrainingConfig
     from ptycho_k3.train import train
 
     scan = simulated_scan(n, groups * gs * gs if gs > 1 else groups)
-    cfg = TrainingConfig(model=ModelConfig(N=n, gridsize=gs), batch_size=batch, nepochs=epochs,
+    cfg = TrainingConfig(model=ModelConfig(N=n, gridsize=gs, precision=precision),
+                         batch_size=batch, nepochs=epochs,
                          n_groups=groups, early_stopping_patience=epochs + 1, seed=0)
     result = train(cfg, scan, verbose=0)
     return result.epoch_seconds[1:], result.models
@@ -63,18 +67,19 @@ def _epoch_times(n: int, gs: int, batch: int, groups: int, epochs: int) -> tuple
 def run(settings: Settings, backend: str, shape: str) -> list[Record]:
     """Records of one training shape (``N64_gs1``, ``N64_gs2`` or ``N128_gs1``)."""
     index = [name for name, *_ in TRAIN_SHAPES].index(shape)
-    _, n, gs, batch = TRAIN_SHAPES[index]
+    _, n, gs, batch, precision = TRAIN_SHAPES[index]
     groups = settings.train_groups
     steps_epoch = _train_steps_per_epoch(groups, batch)
-    cfg = {"N": n, "gridsize": gs, "batch_size": batch, "groups_per_epoch": groups}
+    cfg = {"N": n, "gridsize": gs, "batch_size": batch, "groups_per_epoch": groups,
+           "precision": precision}
     if settings.train_epochs:
-        epochs, models = _epoch_times(n, gs, batch, groups, settings.train_epochs)
+        epochs, models = _epoch_times(n, gs, batch, groups, settings.train_epochs, precision)
         s_epoch = median(epochs)
         step = s_epoch / steps_epoch  # includes validation and data pipeline, see README
         cfg.update(method=f"ptycho_k3.train.train, {settings.train_epochs} epochs, first dropped, "
                    "median; includes validation", samples_s=[round(t, 3) for t in epochs])
     else:
-        steps, models = _step_times(n, gs, batch, settings.train_steps[index])
+        steps, models = _step_times(n, gs, batch, settings.train_steps[index], precision)
         step = median(steps)
         s_epoch = step * steps_epoch
         cfg.update(method=f"train_on_batch: 1 warm-up + {len(steps)} timed steps, median step x "
