@@ -10,6 +10,10 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402
 
 settings.register_profile(
@@ -21,6 +25,19 @@ settings.register_profile(
 )
 settings.register_profile("thorough", max_examples=300, deadline=None, derandomize=False)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+#: Golden outputs of the original PtychoPINN, beside the checkout (../shared/reference/oracle).
+ORACLE = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "oracle"
+
+
+@pytest.fixture(scope="session")
+def oracle():
+    """``(inputs, outputs)`` dicts of the oracle NPZ files; a missing file fails, never skips."""
+    if not (ORACLE / "oracle_in.npz").exists() or not (ORACLE / "oracle_out.npz").exists():
+        pytest.fail(f"oracle files not found under {ORACLE} (the checkout's ../shared/)")
+    with np.load(ORACLE / "oracle_in.npz") as fin, np.load(ORACLE / "oracle_out.npz") as fout:
+        return {k: fin[k] for k in fin.files}, {k: fout[k] for k in fout.files}
+
 
 def pytest_report_header(config):
     return f"keras backend (KERAS_BACKEND): {os.environ.get('KERAS_BACKEND', 'tensorflow')}"

@@ -11,8 +11,6 @@ Tolerances:
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 from hypothesis import given
@@ -29,16 +27,6 @@ from ptycho_k3.stitch import (
 )
 
 from reference import translate
-
-ORACLE = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "oracle"
-
-
-@pytest.fixture(scope="module")
-def oracle():
-    if not (ORACLE / "oracle_out.npz").exists():
-        pytest.fail(f"oracle files not found under {ORACLE} (the checkout's ../shared/)")
-    with np.load(ORACLE / "oracle_in.npz") as fin, np.load(ORACLE / "oracle_out.npz") as fout:
-        yield {k: fin[k] for k in fin.files}, {k: fout[k] for k in fout.files}
 
 
 def random_object(rng: np.random.Generator, shape: tuple[int, int], sigma: float = 0.0):

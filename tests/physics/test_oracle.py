@@ -9,24 +9,12 @@ layer, the unseeded Poisson draw) are checked to differ, so a regression towards
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
-import pytest
 
 from ptycho_k3 import physics
 
 from backend_utils import complex_np, split, tensor, to_numpy
-
-ORACLE = Path(__file__).resolve().parents[2].parent / "shared" / "reference" / "oracle"
-
-
-@pytest.fixture(scope="module")
-def oracle():
-    if not (ORACLE / "oracle_in.npz").exists():
-        pytest.fail(f"oracle files not found under {ORACLE} (the checkout's ../shared/)")
-    with np.load(ORACLE / "oracle_in.npz") as fin, np.load(ORACLE / "oracle_out.npz") as fout:
-        yield {k: fin[k] for k in fin.files}, {k: fout[k] for k in fout.files}
 
 
 def assert_close(got, want, rel=2e-5):
