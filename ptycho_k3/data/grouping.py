@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from scipy.spatial import cKDTree
 
-from .normalize import normalize_diffraction
+from .normalize import normalization_factor
 from .npz import ScanData
 
 log = logging.getLogger(__name__)
@@ -236,8 +236,11 @@ def group_scan(data: ScanData, gridsize: int, n_groups: int = 512, neighbor_coun
     c = local.shape[1]
     n = scan.n
     raw = scan.diffraction[local]  # (B, C, N, N)
-    diff, factor = normalize_diffraction(raw, norm_factor)
-    diff = np.ascontiguousarray(np.transpose(diff, (0, 2, 3, 1)))
+    factor = normalization_factor(raw) if norm_factor is None else float(norm_factor)
+    # Normalise straight into the channel layout: one output array, no intermediate copies.
+    diff = np.empty((raw.shape[0], n, n, c), dtype=np.float32)
+    np.multiply(np.transpose(raw, (0, 2, 3, 1)), np.float32(factor), out=diff, casting="unsafe")
+    del raw
     nn, centre, rel = _group_coords(scan.xcoords, scan.ycoords, local)
     nn_s, centre_s, rel_s = _group_coords(scan.xcoords_start, scan.ycoords_start, local)
     if c > 1:

@@ -9,6 +9,22 @@ import numpy as np
 from .errors import DataError
 
 
+def mean_pattern_energy(amplitudes: np.ndarray, chunk: int = 1024) -> float:
+    """``mean over patterns of sum_{h,w} X^2`` for ``(..., N, N)``, squared in float64.
+
+    Works through ``chunk`` patterns at a time, so the float64 squares never exist for the whole
+    stack at once (uint16 counts cannot overflow either).
+    """
+    x = np.asarray(amplitudes)
+    flat = x.reshape(-1, x.shape[-2], x.shape[-1])
+    if flat.shape[0] == 0:
+        return 0.0
+    total = 0.0
+    for lo in range(0, flat.shape[0], chunk):
+        total += float(np.sum(np.square(flat[lo : lo + chunk], dtype=np.float64)))
+    return total / flat.shape[0]
+
+
 def normalization_factor(amplitudes: np.ndarray) -> float:
     """``sqrt((N/2)^2 / mean_patterns sum_{h,w} X^2)`` for amplitudes ``(..., N, N)``.
 
@@ -17,7 +33,7 @@ def normalization_factor(amplitudes: np.ndarray) -> float:
     """
     x = np.asarray(amplitudes)
     n = x.shape[-1]
-    energy = float(np.mean(np.sum(np.square(x, dtype=np.float64), axis=(-2, -1))))
+    energy = mean_pattern_energy(x)
     if not (energy > 0 and math.isfinite(energy)):
         raise DataError("the diffraction data has zero (or non-finite) total energy; "
                         "cannot normalise")
@@ -40,8 +56,9 @@ def normalize_diffraction(
     """
     if factor is None:
         factor = normalization_factor(amplitudes)
-    x = np.asarray(amplitudes, dtype=np.float64) * float(factor)
-    return x.astype(np.float32), float(factor)
+    # One float32 result, no float64 copy of the whole stack (it would be 2x the data).
+    x = np.multiply(np.asarray(amplitudes), np.float32(factor), dtype=np.float32)
+    return x, float(factor)
 
 
 def intensity_scale(nphotons: float, n: int) -> float:
