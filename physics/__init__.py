@@ -3,68 +3,61 @@
 Complex fields are ``(re, im)`` pairs of float32 tensors; images live in the last two axes;
 offsets are ``[dx, dy]`` = [x (column), y (row)] in pixels and move content by ``+offset``.
 Set-up helpers (probe, scaling, noise) take and return NumPy.
+
+Names are loaded on first use, so the NumPy-only submodules (``scaling``, ``noise``, ``probe``)
+can be imported without importing Keras (the data loader relies on that).
 """
 
-from .diffraction import complex_multiply, diffract, fftshift2, illuminate, smooth
-from .layout import (
-    channels_to_flat,
-    channels_to_groups,
-    flat_to_channels,
-    groups_to_channels,
-    offsets_to_pairs,
-    pairs_to_offsets,
-)
-from .losses import (
-    amplitude_mae,
-    mean_poisson_nll,
-    poisson_nll,
-    realspace_mae,
-    total_variation,
-)
-from .noise import poisson_amplitudes
-from .patches import (
-    canvas_margin,
-    canvas_size,
-    centre_crop,
-    extract_patches,
-    pad_centre,
-    reassemble_patches,
-)
-from .probe import default_probe, normalize_probe, probe_mask
-from .scaling import intensity_scale, normalization_factor, simulation_intensity_scale
-from .translation import shift_weights, translate, translate_real
+from importlib import import_module
+from typing import Any
 
-__all__ = [
-    "amplitude_mae",
-    "canvas_margin",
-    "canvas_size",
-    "centre_crop",
-    "channels_to_flat",
-    "channels_to_groups",
-    "complex_multiply",
-    "default_probe",
-    "diffract",
-    "extract_patches",
-    "fftshift2",
-    "flat_to_channels",
-    "groups_to_channels",
-    "illuminate",
-    "intensity_scale",
-    "mean_poisson_nll",
-    "normalization_factor",
-    "normalize_probe",
-    "offsets_to_pairs",
-    "pad_centre",
-    "pairs_to_offsets",
-    "poisson_amplitudes",
-    "poisson_nll",
-    "probe_mask",
-    "realspace_mae",
-    "reassemble_patches",
-    "shift_weights",
-    "simulation_intensity_scale",
-    "smooth",
-    "total_variation",
-    "translate",
-    "translate_real",
-]
+_SUBMODULE = {
+    "complex_multiply": "diffraction",
+    "diffract": "diffraction",
+    "fftshift2": "diffraction",
+    "illuminate": "diffraction",
+    "smooth": "diffraction",
+    "channels_to_flat": "layout",
+    "channels_to_groups": "layout",
+    "flat_to_channels": "layout",
+    "groups_to_channels": "layout",
+    "offsets_to_pairs": "layout",
+    "pairs_to_offsets": "layout",
+    "amplitude_mae": "losses",
+    "mean_poisson_nll": "losses",
+    "poisson_nll": "losses",
+    "realspace_mae": "losses",
+    "total_variation": "losses",
+    "poisson_amplitudes": "noise",
+    "canvas_margin": "patches",
+    "canvas_size": "patches",
+    "centre_crop": "patches",
+    "extract_patches": "patches",
+    "pad_centre": "patches",
+    "reassemble_patches": "patches",
+    "default_probe": "probe",
+    "normalize_probe": "probe",
+    "probe_mask": "probe",
+    "intensity_scale": "scaling",
+    "mean_pattern_energy": "scaling",
+    "normalization_factor": "scaling",
+    "simulation_intensity_scale": "scaling",
+    "shift_weights": "translation",
+    "translate": "translation",
+    "translate_real": "translation",
+}
+
+__all__ = sorted(_SUBMODULE)
+
+
+def __getattr__(name: str) -> Any:
+    module = _SUBMODULE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'ptycho_k3.physics' has no attribute {name!r}")
+    value = getattr(import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -24,6 +24,22 @@ def intensity_scale(nphotons: float, n: int) -> float:
     return math.sqrt(nphotons) / (n / 2.0)
 
 
+def mean_pattern_energy(amplitudes, chunk: int = 1024) -> float:
+    """``mean over patterns of sum_{h,w} X^2`` for ``(..., N, N)``, squared in float64.
+
+    Works through ``chunk`` patterns at a time, so the float64 squares never exist for the whole
+    stack at once (uint16 counts cannot overflow either). 0 for an empty stack.
+    """
+    x = np.asarray(amplitudes)
+    flat = x.reshape(-1, x.shape[-2], x.shape[-1])
+    if flat.shape[0] == 0:
+        return 0.0
+    total = 0.0
+    for lo in range(0, flat.shape[0], chunk):
+        total += float(np.sum(np.square(flat[lo : lo + chunk], dtype=np.float64)))
+    return total / flat.shape[0]
+
+
 def normalization_factor(amplitudes) -> float:
     """Factor that brings diffraction amplitudes to mean energy ``(N/2)^2`` per pattern.
 
@@ -34,11 +50,11 @@ def normalization_factor(amplitudes) -> float:
     Returns:
         ``sqrt((N/2)^2 / mean over patterns of sum_{h,w} X^2)`` as a float.
     """
-    x = np.asarray(amplitudes)
-    n = x.shape[-1]
-    energy = np.mean(np.sum(np.square(x, dtype=np.float64), axis=(-2, -1)))
-    if not energy > 0:
-        raise ValueError("normalization_factor: the diffraction data has zero total energy")
+    n = np.shape(amplitudes)[-1]
+    energy = mean_pattern_energy(amplitudes)
+    if not (energy > 0 and math.isfinite(energy)):
+        raise ValueError("normalization_factor: the diffraction data has zero (or non-finite) "
+                         "total energy")
     return math.sqrt((n / 2.0) ** 2 / energy)
 
 
