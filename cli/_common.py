@@ -182,6 +182,16 @@ def add_common(parser: argparse.ArgumentParser) -> None:
 # logging
 
 
+def select_backend(flag: str | None) -> str:
+    """Pick and activate this command's backend (flag > KERAS_BACKEND > default) before Keras is
+    imported, and keep Keras from importing the other frameworks (one backend a process)."""
+    from ptycho_k3.backend import select, skip_unused_frameworks
+
+    backend = select(flag)
+    skip_unused_frameworks(backend)
+    return backend
+
+
 def setup_logging(prog: str, args: argparse.Namespace) -> logging.Logger:
     """Console logging on stderr for the ``ptycho_k3`` loggers; returns the command's logger.
 

@@ -36,6 +36,7 @@ from ptycho_k3.cli._common import (
     positive_int,
     quiet_frameworks,
     run_main,
+    select_backend,
     setup_logging,
 )
 from ptycho_k3.config_io import UNSET, explicit_values, ignored_settings, load_yaml
@@ -249,14 +250,13 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ptycho_k3.backend import select
     from ptycho_k3.bundle import inspect_bundle
 
     quiet_frameworks()
     log = setup_logging(PROG, args)
     if args.debug is True:
         logging.getLogger("ptycho_k3").handlers[0].setLevel(logging.DEBUG)
-    backend = select(args.backend)
+    backend = select_backend(args.backend)
     options = resolve_options(args, log)
     # Everything that can be checked without Keras is checked before any output exists.
     info = inspect_bundle(options["model_path"])

@@ -29,6 +29,7 @@ from ptycho_k3.cli._common import (
     positive_number,
     quiet_frameworks,
     run_main,
+    select_backend,
     setup_logging,
 )
 
@@ -119,11 +120,10 @@ def _run(args: argparse.Namespace) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ptycho_k3.backend import select
 
     quiet_frameworks()
     setup_logging(PROG, args)
-    select(args.backend)
+    select_backend(args.backend)
     from ptycho_k3.data import DataError
 
     t0 = time.perf_counter()

@@ -38,6 +38,7 @@ from ptycho_k3.cli._common import (
     progress_verbosity,
     quiet_frameworks,
     run_main,
+    select_backend,
     setup_logging,
 )
 from ptycho_k3.config import AMP_ACTIVATIONS, HIDDEN_ACTIVATIONS, MODEL_TYPES, PRECISIONS
@@ -166,11 +167,10 @@ def merge(args: argparse.Namespace, metadata_nphotons: float | None = None) -> M
 
 
 def run(args: argparse.Namespace) -> int:
-    from ptycho_k3.backend import select
 
     quiet_frameworks()
     log = setup_logging(PROG, args)
-    backend = select(args.backend)
+    backend = select_backend(args.backend)
 
     # Everything that can fail on bad input happens before the output directory exists.
     first = merge(args)  # validates flags and YAML (a bad --N fails here)

@@ -40,6 +40,8 @@ _SUBMODULE = {
     "probe_mask": "probe",
     "intensity_scale": "scaling",
     "mean_pattern_energy": "scaling",
+    "pattern_energies": "scaling",
+    "factor_for_energy": "scaling",
     "normalization_factor": "scaling",
     "simulation_intensity_scale": "scaling",
     "shift_weights": "translation",

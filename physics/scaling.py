@@ -24,20 +24,42 @@ def intensity_scale(nphotons: float, n: int) -> float:
     return math.sqrt(nphotons) / (n / 2.0)
 
 
-def mean_pattern_energy(amplitudes, chunk: int = 1024) -> float:
-    """``mean over patterns of sum_{h,w} X^2`` for ``(..., N, N)``, squared in float64.
+def pattern_energies(amplitudes, rows=None, chunk: int = 1024) -> np.ndarray:
+    """``sum_{h,w} X^2`` per pattern of ``(..., N, N)`` amplitudes, float64 ``(P,)``.
 
-    Works through ``chunk`` patterns at a time, so the float64 squares never exist for the whole
-    stack at once (uint16 counts cannot overflow either). 0 for an empty stack.
+    Args:
+        amplitudes: real amplitudes; all leading axes count as patterns (any real dtype: uint16
+            counts cannot overflow since the squares are float64).
+        rows: optional indices of the (flattened) patterns to measure, in that order.
+        chunk: patterns squared at a time, so float64 squares never exist for the whole stack.
     """
     x = np.asarray(amplitudes)
     flat = x.reshape(-1, x.shape[-2], x.shape[-1])
-    if flat.shape[0] == 0:
-        return 0.0
-    total = 0.0
-    for lo in range(0, flat.shape[0], chunk):
-        total += float(np.sum(np.square(flat[lo : lo + chunk], dtype=np.float64)))
-    return total / flat.shape[0]
+    picks = np.arange(flat.shape[0]) if rows is None else np.asarray(rows).reshape(-1)
+    out = np.empty(picks.shape[0], dtype=np.float64)
+    for lo in range(0, picks.shape[0], chunk):
+        sel = picks[lo : lo + chunk]
+        block = flat[sel] if rows is not None else flat[lo : lo + chunk]
+        out[lo : lo + chunk] = np.sum(np.square(block, dtype=np.float64), axis=(1, 2))
+    return out
+
+
+def mean_pattern_energy(amplitudes, chunk: int = 1024) -> float:
+    """``mean over patterns of sum_{h,w} X^2`` for ``(..., N, N)`` (float64, chunked; 0 if empty)."""
+    energies = pattern_energies(amplitudes, chunk=chunk)
+    return float(energies.mean()) if energies.size else 0.0
+
+
+def factor_for_energy(energy: float, n: int) -> float:
+    """``sqrt((n/2)^2 / energy)``: the factor bringing mean pattern energy ``energy`` to ``(n/2)^2``.
+
+    Raises:
+        ValueError: ``energy`` is zero, negative or not finite.
+    """
+    if not (energy > 0 and math.isfinite(energy)):
+        raise ValueError("normalization_factor: the diffraction data has zero (or non-finite) "
+                         "total energy")
+    return math.sqrt((n / 2.0) ** 2 / energy)
 
 
 def normalization_factor(amplitudes) -> float:
@@ -50,12 +72,7 @@ def normalization_factor(amplitudes) -> float:
     Returns:
         ``sqrt((N/2)^2 / mean over patterns of sum_{h,w} X^2)`` as a float.
     """
-    n = np.shape(amplitudes)[-1]
-    energy = mean_pattern_energy(amplitudes)
-    if not (energy > 0 and math.isfinite(energy)):
-        raise ValueError("normalization_factor: the diffraction data has zero (or non-finite) "
-                         "total energy")
-    return math.sqrt((n / 2.0) ** 2 / energy)
+    return factor_for_energy(mean_pattern_energy(amplitudes), np.shape(amplitudes)[-1])
 
 
 def simulation_intensity_scale(exit_waves, nphotons: float) -> float:

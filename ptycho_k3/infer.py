@@ -1,8 +1,9 @@
 """Inference: group a scan, predict in batches, stitch while predicting.
 
-Beyond the scan itself and its grouped (normalised) diffraction, memory is one batch plus the
-stitched canvas: each batch is scaled, predicted and splatted onto the canvas
-(:class:`ptycho_k3.stitch.StreamingStitcher`) and, unless ``keep_patches``, dropped.
+Beyond the scan itself, memory is one batch plus the stitched canvas and per-group coordinates:
+each batch is gathered from the scan and normalised (:class:`ptycho_k3.data.GroupedDiffraction`),
+scaled, predicted, splatted onto the canvas (:class:`ptycho_k3.stitch.StreamingStitcher`) and,
+unless ``keep_patches``, dropped.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ptycho_k3.data import GroupedData, ScanData, group_scan
+from ptycho_k3.data import GroupedData, GroupedDiffraction, ScanData, group_scan
 from ptycho_k3.model import ModelPair
 from ptycho_k3.stitch import DEFAULT_M, StitchResult, StreamingStitcher
 
@@ -56,14 +57,14 @@ def _progress(done: int, total: int) -> None:
     sys.stderr.flush()
 
 
-def predict_objects(models: ModelPair, x: np.ndarray, offsets: np.ndarray, start: int,
-                    stop: int, input_scale: float = 1.0) -> np.ndarray:
+def predict_objects(models: ModelPair, x: np.ndarray | GroupedDiffraction, offsets: np.ndarray,
+                    start: int, stop: int, input_scale: float = 1.0) -> np.ndarray:
     """Trimmed objects of groups ``[start, stop)`` as complex64 ``(b, N, N)``.
 
-    ``x`` is normalised diffraction ``(B, N, N, C)``; it is multiplied by ``input_scale`` one
-    batch at a time, so no scaled copy of the whole scan is made.
+    ``x`` is normalised diffraction ``(B, N, N, C)`` (an array or gathered on demand); it is
+    multiplied by ``input_scale`` one batch at a time, so no scaled copy of the scan is made.
     """
-    xb = x[start:stop] * np.float32(input_scale)
+    xb = np.multiply(x[start:stop], np.float32(input_scale), dtype=np.float32)
     out = models.inference.predict_on_batch((xb, offsets[start:stop]))
     out = np.asarray(out)
     return (out[..., 0] + 1j * out[..., 1]).astype(np.complex64)
@@ -99,7 +100,7 @@ def reconstruct(models: ModelPair, data: ScanData, *, input_scale: float,
     b = inference_group_count(data.n_positions, cfg.gridsize, n_groups)
     k = max(neighbor_count, cfg.group_size)
     grouped = group_scan(data, cfg.gridsize, n_groups=b, neighbor_count=k, seed=seed,
-                         with_patches=False)
+                         with_patches=False, lazy=True)
     offsets = grouped.coords_relative.astype(np.float32)
     centres = grouped.centres()
     stitcher = StreamingStitcher(centres, cfg.N, M)

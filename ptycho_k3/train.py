@@ -17,6 +17,7 @@ import keras
 import numpy as np
 
 from ptycho_k3 import physics
+from ptycho_k3.backend import set_random_seed
 from ptycho_k3.config import TrainingConfig
 from ptycho_k3.data import DataError, GroupedData, ScanData, group_scan
 from ptycho_k3.model import ModelPair, build_model
@@ -178,7 +179,7 @@ def train(config: TrainingConfig, train_data: ScanData, *, test_data: ScanData |
         targets.update(label_targets(grouped))
     tr_idx, va_idx = split_groups(grouped.n_groups, config.validation_fraction, config.seed)
 
-    keras.utils.set_random_seed(config.seed)
+    set_random_seed(config.seed)
     models = build_model(mcfg, probe=grouped.probe, intensity_scale=s, loss=spec)
     models.training.compile(optimizer=keras.optimizers.Adam(learning_rate=config.learning_rate))
     rng = np.random.default_rng([config.seed, 0xBA7C])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import inspect
 import logging
+import os
 import subprocess
 import sys
 
@@ -95,3 +96,34 @@ def test_original_selector_api_is_importable():
     sig = inspect.signature(sel.load_inference_bundle_with_backend)
     assert list(sig.parameters) == ["bundle_dir", "config", "model_name"]
     assert sig.parameters["model_name"].default == "diffraction_to_obj"
+
+
+def test_a_command_process_imports_only_its_framework():
+    """skip_unused_frameworks + set_random_seed: a fresh process on the current backend seeds and
+    runs a model without importing TensorFlow or JAX when those are not its backend."""
+    import keras
+
+    current = keras.backend.backend()
+    code = (
+        "import sys\n"
+        "from ptycho_k3 import backend as sel\n"
+        f"name = sel.activate({current!r})\n"
+        "skipped = sel.skip_unused_frameworks(name)\n"
+        "import keras, numpy as np\n"
+        "sel.set_random_seed(1)\n"
+        "a = keras.random.uniform((3,))\n"
+        "sel.set_random_seed(1)\n"
+        "b = keras.random.uniform((3,))\n"
+        "assert np.array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))\n"
+        "loaded = [m for m in ('tensorflow', 'jax', 'torch') if sys.modules.get(m) is not None]\n"
+        "print(sorted(skipped), loaded)\n"
+        "assert sel.skip_unused_frameworks(name) == []  # keras imported: no-op\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=False, env={**os.environ, "KERAS_BACKEND": current})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    skipped, loaded = proc.stdout.strip().splitlines()[-1].split("] ")
+    package = {"tensorflow": "tensorflow", "torch": "torch", "jax": "jax"}[current]
+    expected_skipped = sorted({"jax", "tensorflow"} - {package})
+    assert skipped + "]" == str(expected_skipped)
+    assert loaded == str([package])

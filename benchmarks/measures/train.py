@@ -27,6 +27,7 @@ def _step_times(n: int, gs: int, batch: int, steps: int,
     import keras
 
     from ptycho_k3 import physics
+    from ptycho_k3.backend import set_random_seed
     from ptycho_k3.config import ModelConfig
     from ptycho_k3.data import group_scan
     from ptycho_k3.model import build_model
@@ -36,7 +37,7 @@ def _step_times(n: int, gs: int, batch: int, steps: int,
     grouped = group_scan(scan, gs, n_groups=batch * (steps + 1), neighbor_count=4, seed=0)
     s = physics.intensity_scale(1e9, n)
     x, off = model_inputs(grouped, s)
-    keras.utils.set_random_seed(0)
+    set_random_seed(0)
     models = build_model(ModelConfig(N=n, gridsize=gs, precision=precision), probe=grouped.probe,
                          intensity_scale=s)
     models.training.compile(optimizer=keras.optimizers.Adam(learning_rate=1e-3))

@@ -11,7 +11,7 @@ from importlib import import_module
 from typing import Any
 
 from .errors import DataError
-from .grouping import GroupedData, group_indices, group_scan, subsample_indices
+from .grouping import GroupedData, GroupedDiffraction, group_indices, group_scan, subsample_indices
 from .normalize import intensity_scale, normalization_factor, normalize_diffraction
 from .npz import SUPPORTED_N, ScanData, load_npz, metadata_nphotons, save_npz
 
@@ -35,6 +35,7 @@ __all__ = [
     "SUPPORTED_N",
     "DataError",
     "GroupedData",
+    "GroupedDiffraction",
     "ScanData",
     "group_indices",
     "group_scan",

@@ -21,10 +21,59 @@ from typing import Any
 import numpy as np
 from scipy.spatial import cKDTree
 
-from .normalize import normalization_factor
+from .normalize import rows_normalization_factor
 from .npz import ScanData
 
 log = logging.getLogger(__name__)
+
+
+class GroupedDiffraction:
+    """Grouped, normalised diffraction gathered from the scan on demand.
+
+    Stands for the float32 ``(B, N, N, C)`` array ``source[rows] * factor`` (members moved to the
+    channel axis) without holding it: indexing the first axis (an int, a slice or an integer
+    array) gathers and scales only those groups; ``np.asarray`` builds the whole array. Inference
+    uses it so that memory beyond the scan itself does not grow with the number of groups.
+
+    Args:
+        source: raw amplitudes ``(M, N, N)`` (any real dtype; not copied).
+        rows: int ``(B, C)`` rows of ``source`` per group.
+        factor: the normalisation factor multiplied in.
+    """
+
+    dtype = np.dtype(np.float32)
+    ndim = 4
+
+    def __init__(self, source: np.ndarray, rows: np.ndarray, factor: float):
+        self.source = source
+        self.rows = np.asarray(rows, dtype=np.int64)
+        self.factor = float(factor)
+        n = source.shape[-1]
+        self.shape = (self.rows.shape[0], n, n, self.rows.shape[1])
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        if isinstance(key, tuple):
+            raise TypeError("GroupedDiffraction indexes groups only (first axis); "
+                            "use np.asarray(...) for other indexing")
+        picked = self.rows[key]
+        if picked.ndim == 1:  # a single group
+            return self._gather(picked[None])[0]
+        return self._gather(picked)
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        out = self._gather(self.rows)
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+    def _gather(self, rows: np.ndarray) -> np.ndarray:
+        n = self.shape[1]
+        out = np.empty((rows.shape[0], n, n, rows.shape[1]), dtype=np.float32)
+        for c in range(rows.shape[1]):  # one member at a time: no (B, C, N, N) temporary
+            np.multiply(self.source[rows[:, c]], np.float32(self.factor), out=out[..., c],
+                        casting="unsafe")
+        return out
 
 
 @dataclass(frozen=True, eq=False)
@@ -33,7 +82,8 @@ class GroupedData:
 
     Attributes:
         diffraction: float32 ``(B, N, N, C)`` amplitudes normalised to mean energy ``(N/2)^2``
-            per pattern over the whole grouped set (physics.md §9).
+            per pattern over the whole grouped set (physics.md §9); a
+            :class:`GroupedDiffraction` (gathered per batch) when grouped with ``lazy=True``.
         norm_factor: the factor that was multiplied into the raw amplitudes.
         coords_nn: float64 ``(B, 1, 2, C)`` member positions ``[x, y]`` (object pixels).
         coords_offsets: float64 ``(B, 1, 2, 1)`` group centres (mean of the members).
@@ -47,7 +97,7 @@ class GroupedData:
         metadata: the scan's metadata dict.
     """
 
-    diffraction: np.ndarray
+    diffraction: np.ndarray | GroupedDiffraction
     norm_factor: float
     coords_nn: np.ndarray
     coords_offsets: np.ndarray
@@ -203,7 +253,7 @@ def group_scan(data: ScanData, gridsize: int, n_groups: int = 512, neighbor_coun
                seed: int = 0, sequential: bool = False, enable_oversampling: bool = False,
                neighbor_pool_size: int | None = None, n_subsample: int | None = None,
                subsample_seed: int | None = None, norm_factor: float | None = None,
-               with_patches: bool = True) -> GroupedData:
+               with_patches: bool = True, lazy: bool = False) -> GroupedData:
     """Group a scan into ``C = gridsize^2`` neighbours and normalise its diffraction.
 
     Args:
@@ -220,6 +270,8 @@ def group_scan(data: ScanData, gridsize: int, n_groups: int = 512, neighbor_coun
         norm_factor: apply this normalisation factor instead of computing one.
         with_patches: also build ground-truth patches (from ``Y`` if present, else cut from the
             object at the true member positions).
+        lazy: keep ``diffraction`` as a :class:`GroupedDiffraction` that gathers groups when
+            indexed, instead of building the ``(B, N, N, C)`` array (memory flat in B).
 
     Returns:
         GroupedData. Warns when relative offsets exceed the canvas margin (physics.md §4).
@@ -235,12 +287,11 @@ def group_scan(data: ScanData, gridsize: int, n_groups: int = 512, neighbor_coun
                           enable_oversampling, neighbor_pool_size)
     c = local.shape[1]
     n = scan.n
-    raw = scan.diffraction[local]  # (B, C, N, N)
-    factor = normalization_factor(raw) if norm_factor is None else float(norm_factor)
-    # Normalise straight into the channel layout: one output array, no intermediate copies.
-    diff = np.empty((raw.shape[0], n, n, c), dtype=np.float32)
-    np.multiply(np.transpose(raw, (0, 2, 3, 1)), np.float32(factor), out=diff, casting="unsafe")
-    del raw
+    factor = (rows_normalization_factor(scan.diffraction, local) if norm_factor is None
+              else float(norm_factor))
+    diff = GroupedDiffraction(scan.diffraction, local, factor)
+    if not lazy:
+        diff = np.asarray(diff)
     nn, centre, rel = _group_coords(scan.xcoords, scan.ycoords, local)
     nn_s, centre_s, rel_s = _group_coords(scan.xcoords_start, scan.ycoords_start, local)
     if c > 1:

@@ -9,7 +9,9 @@ from ptycho_k3.physics.scaling import intensity_scale
 
 from .errors import DataError
 
-__all__ = ["intensity_scale", "normalization_factor", "normalize_diffraction"]
+__all__ = [
+    "intensity_scale", "normalization_factor", "normalize_diffraction", "rows_normalization_factor",
+]
 
 
 def normalization_factor(amplitudes: np.ndarray) -> float:
@@ -20,6 +22,23 @@ def normalization_factor(amplitudes: np.ndarray) -> float:
     """
     try:
         return scaling.normalization_factor(amplitudes)
+    except ValueError as exc:
+        raise DataError("the diffraction data has zero (or non-finite) total energy; "
+                        "cannot normalise") from exc
+
+
+def rows_normalization_factor(amplitudes: np.ndarray, rows: np.ndarray) -> float:
+    """The factor of :func:`normalization_factor` for the patterns ``amplitudes[rows]``.
+
+    ``rows`` may be any integer array (e.g. group members ``(B, C)``; repeats count as often as
+    they occur), and the gathered stack is never built: energies are taken once per distinct row.
+    """
+    used, inverse = np.unique(np.asarray(rows).reshape(-1), return_inverse=True)
+    if used.size == 0:
+        raise DataError("no diffraction patterns selected; cannot normalise")
+    energies = scaling.pattern_energies(amplitudes, rows=used)
+    try:
+        return scaling.factor_for_energy(float(energies[inverse].mean()), np.shape(amplitudes)[-1])
     except ValueError as exc:
         raise DataError("the diffraction data has zero (or non-finite) total energy; "
                         "cannot normalise") from exc

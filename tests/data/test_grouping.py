@@ -10,6 +10,7 @@ from data_helpers import small_scan
 from scipy.spatial import cKDTree
 
 from ptycho_k3.data import (
+    GroupedDiffraction,
     ScanData,
     group_indices,
     group_scan,
@@ -139,6 +140,30 @@ def test_normalisation_invariant():
     np.testing.assert_allclose(g.diffraction[..., 0],
                                s.diffraction[g.nn_indices[:, 0]] * g.norm_factor, rtol=1e-6)
     assert intensity_scale(1e9, 64) == pytest.approx(988.21177, rel=1e-7)
+
+
+def test_lazy_grouped_diffraction_equals_the_built_array():
+    s = small_scan(m=30)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        eager = group_scan(s, 2, n_groups=12, seed=3, with_patches=False)
+        lazy = group_scan(s, 2, n_groups=12, seed=3, with_patches=False, lazy=True)
+    d = lazy.diffraction
+    assert isinstance(d, GroupedDiffraction) and not isinstance(eager.diffraction, GroupedDiffraction)
+    assert d.shape == eager.diffraction.shape == (12, 64, 64, 4) and len(d) == 12
+    assert lazy.norm_factor == eager.norm_factor
+    # every first-axis index a batch loop or a sampler uses gives exactly the built array's rows
+    for key in (slice(None), slice(3, 7), slice(10, 40), 5, np.array([9, 0, 9, 2])):
+        got = d[key]
+        assert got.dtype == np.float32
+        np.testing.assert_array_equal(got, eager.diffraction[key])
+    np.testing.assert_array_equal(np.asarray(d), eager.diffraction)
+    with pytest.raises(TypeError, match="first axis"):
+        d[0, 1]
+    # the factor is the whole grouped set's: repeated members count as often as they occur
+    stack = s.diffraction[eager.nn_indices].astype(np.float64)
+    expected = np.sqrt(32.0**2 / np.mean(np.sum(stack**2, axis=(-2, -1))))
+    assert eager.norm_factor == pytest.approx(expected, rel=1e-12)
 
 
 def test_margin_warning():

@@ -77,6 +77,20 @@ def test_normalisation_squares_uint16_in_float64():
         physics.normalization_factor(np.zeros((2, 4, 4)))
 
 
+def test_pattern_energies_per_row_and_for_chosen_rows():
+    rng = np.random.default_rng(1)
+    x = rng.uniform(size=(7, 8, 8)).astype(np.float32)
+    expected = np.sum(x.astype(np.float64) ** 2, axis=(1, 2))
+    np.testing.assert_allclose(physics.pattern_energies(x, chunk=3), expected, rtol=1e-12)
+    rows = np.array([6, 0, 6, 2])
+    np.testing.assert_allclose(physics.pattern_energies(x, rows=rows, chunk=3), expected[rows],
+                               rtol=1e-12)
+    assert physics.mean_pattern_energy(x[:0]) == 0.0
+    assert physics.factor_for_energy(4.0, 8) == pytest.approx(2.0)
+    with pytest.raises(ValueError, match="zero"):
+        physics.factor_for_energy(float("nan"), 8)
+
+
 def test_simulation_scale_and_poisson_statistics():
     rng = np.random.default_rng(0)
     psi = (rng.standard_normal((50, 16, 16)) + 1j * rng.standard_normal((50, 16, 16))).astype(
