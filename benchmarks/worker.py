@@ -39,10 +39,11 @@ def main(argv: list[str] | None = None) -> int:
     if backend is None:
         print("worker: set KERAS_BACKEND", file=sys.stderr)
         return 2
-    from ptycho_k3.backend import skip_unused_frameworks
+    from ptycho_k3.backend import activate, skip_unused_frameworks
 
-    # Like a command (ptycho-train, ptycho-infer): one backend a process, the others not imported.
-    skip_unused_frameworks(backend)
+    # Start like a command (ptycho-train, ptycho-infer): the backend's defaults (XLA flags for
+    # jax), one framework a process, the others not imported.
+    skip_unused_frameworks(activate(backend))
     from benchmarks.workload import backend_name, framework_threads, framework_version
 
     if backend_name() != backend:

@@ -127,3 +127,15 @@ def test_a_command_process_imports_only_its_framework():
     expected_skipped = sorted({"jax", "tensorflow"} - {package})
     assert skipped + "]" == str(expected_skipped)
     assert loaded == str([package])
+
+
+@pytest.mark.parametrize(("current", "version", "expected"), [
+    (None, "0.10.2", sel.JAX_CPU_FLAG),
+    ("--xla_dump_to=/tmp/x", "0.10.0", "--xla_dump_to=/tmp/x " + sel.JAX_CPU_FLAG),
+    ("--xla_cpu_experimental_ynn_fusion_type=", "0.10.2", None),  # the user's choice stays
+    (None, "0.11.0", None),  # untested jaxlib: an unknown flag would abort XLA
+    (None, None, None),
+    (None, "dev", None),
+])
+def test_jax_xla_flag_default(current, version, expected):
+    assert sel.jax_xla_flags(current, version) == expected
