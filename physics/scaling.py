@@ -35,11 +35,11 @@ def pattern_energies(amplitudes, rows=None, chunk: int = 1024) -> np.ndarray:
     """
     x = np.asarray(amplitudes)
     flat = x.reshape(-1, x.shape[-2], x.shape[-1])
-    picks = np.arange(flat.shape[0]) if rows is None else np.asarray(rows).reshape(-1)
-    out = np.empty(picks.shape[0], dtype=np.float64)
-    for lo in range(0, picks.shape[0], chunk):
-        sel = picks[lo : lo + chunk]
-        block = flat[sel] if rows is not None else flat[lo : lo + chunk]
+    picks = None if rows is None else np.asarray(rows).reshape(-1)
+    count = flat.shape[0] if picks is None else picks.shape[0]
+    out = np.empty(count, dtype=np.float64)
+    for lo in range(0, count, chunk):
+        block = flat[lo : lo + chunk] if picks is None else flat[picks[lo : lo + chunk]]
         out[lo : lo + chunk] = np.sum(np.square(block, dtype=np.float64), axis=(1, 2))
     return out
 

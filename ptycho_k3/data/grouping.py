@@ -64,6 +64,8 @@ class GroupedDiffraction:
         return self._gather(picked)
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        if copy is False:
+            raise ValueError("GroupedDiffraction has no array to share: it is built on request")
         out = self._gather(self.rows)
         return out if dtype is None else out.astype(dtype, copy=False)
 

@@ -158,6 +158,8 @@ def test_lazy_grouped_diffraction_equals_the_built_array():
         assert got.dtype == np.float32
         np.testing.assert_array_equal(got, eager.diffraction[key])
     np.testing.assert_array_equal(np.asarray(d), eager.diffraction)
+    with pytest.raises(ValueError, match="built on request"):
+        np.asarray(d, copy=False)
     with pytest.raises(TypeError, match="first axis"):
         d[0, 1]
     # the factor is the whole grouped set's: repeated members count as often as they occur
