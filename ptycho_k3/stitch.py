@@ -251,8 +251,14 @@ def _ones_footprint(m: int, fx: np.ndarray, fy: np.ndarray) -> np.ndarray:
     return wy[:, :, None] * wx[:, None, :]
 
 
-def _normalise(total: np.ndarray, count: np.ndarray) -> np.ndarray:
-    return (total / (count + COUNT_EPS)).astype(np.complex64)
+def _normalise(re: np.ndarray, im: np.ndarray, count: np.ndarray) -> np.ndarray:
+    """complex64 ``(re + i im) / (count + eps)``, written straight into the result (no complex128
+    canvas-sized temporaries); computed in the sums' precision."""
+    denom = count + count.dtype.type(COUNT_EPS)
+    obj = np.empty(count.shape, dtype=np.complex64)
+    np.divide(re, denom, out=obj.real)
+    np.divide(im, denom, out=obj.imag)
+    return obj
 
 
 def stitch_patches(
@@ -322,13 +328,8 @@ class StreamingStitcher:
     def result(self) -> StitchResult:
         h, w = self._shape
         re, im, count = (a.reshape(h, w)[: self.height, : self.width] for a in self._acc)
-        # Normalised straight into the complex64 result: no complex128 canvas-sized temporaries.
-        denom = count + np.float32(COUNT_EPS)
-        obj = np.empty(count.shape, dtype=np.complex64)
-        np.divide(re, denom, out=obj.real)
-        np.divide(im, denom, out=obj.imag)
-        return StitchResult(obj=obj, weight=np.ascontiguousarray(count), x0=self.x0, y0=self.y0,
-                            M=self.m)
+        return StitchResult(obj=_normalise(re, im, count), weight=np.ascontiguousarray(count),
+                            x0=self.x0, y0=self.y0, M=self.m)
 
 
 def legacy_canvas_geometry(positions: np.ndarray, M: int) -> tuple[int, int, np.ndarray]:
@@ -383,7 +384,7 @@ def stitch_patches_legacy(
     dest = pad + (pos - mean[None, :])
     total, count = splat_crops(crops, dest, (size, size), chunk=chunk)
     return StitchResult(
-        obj=_normalise(total, count),
+        obj=_normalise(total.real, total.imag, count),
         weight=count.astype(np.float32),
         x0=float(mean[0] - size / 2),
         y0=float(mean[1] - size / 2),

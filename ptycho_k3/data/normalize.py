@@ -20,11 +20,7 @@ def normalization_factor(amplitudes: np.ndarray) -> float:
     :func:`ptycho_k3.physics.scaling.normalization_factor` (float64 squares, chunked), with a
     :class:`DataError` for data that cannot be normalised.
     """
-    try:
-        return scaling.normalization_factor(amplitudes)
-    except ValueError as exc:
-        raise DataError("the diffraction data has zero (or non-finite) total energy; "
-                        "cannot normalise") from exc
+    return _factor(scaling.mean_pattern_energy(amplitudes), np.shape(amplitudes)[-1])
 
 
 def rows_normalization_factor(amplitudes: np.ndarray, rows: np.ndarray) -> float:
@@ -37,8 +33,13 @@ def rows_normalization_factor(amplitudes: np.ndarray, rows: np.ndarray) -> float
     if used.size == 0:
         raise DataError("no diffraction patterns selected; cannot normalise")
     energies = scaling.pattern_energies(amplitudes, rows=used)
+    return _factor(float(energies[inverse].mean()), np.shape(amplitudes)[-1])
+
+
+def _factor(energy: float, n: int) -> float:
+    """:func:`ptycho_k3.physics.scaling.factor_for_energy` with a :class:`DataError`."""
     try:
-        return scaling.factor_for_energy(float(energies[inverse].mean()), np.shape(amplitudes)[-1])
+        return scaling.factor_for_energy(energy, n)
     except ValueError as exc:
         raise DataError("the diffraction data has zero (or non-finite) total energy; "
                         "cannot normalise") from exc
