@@ -12,11 +12,13 @@ ptychodus: :func:`run_cdi_example_with_backend`, :func:`train_cdi_model_with_bac
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import importlib.util
 import logging
 import os
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 #: Accepted spellings -> Keras backend name (``pytorch`` is the original's name for torch).
@@ -310,18 +312,21 @@ def set_random_seed(seed: int) -> None:
     """
     import keras
 
-    if keras.backend.backend() == "tensorflow":
+    with _unimported_tensorflow_hidden(keras.backend.backend() != "tensorflow"):
         keras.utils.set_random_seed(seed)
-        return
+
+
+@contextlib.contextmanager
+def _unimported_tensorflow_hidden(hide: bool) -> Iterator[None]:
+    """While active, Keras' seeding sees TensorFlow as absent, if ``hide`` and TF is not
+    imported yet (touching Keras' lazy handle's ``.available`` would import it)."""
     try:
         from keras.src.utils import module_utils, rng_utils
     except ImportError:  # Keras moved its internals: seed the documented way
-        keras.utils.set_random_seed(seed)
-        return
-    lazy_tf = getattr(rng_utils, "tf", None)
-    # Only a not-yet-imported lazy TensorFlow is swapped out (touching `.available` imports it).
-    if not isinstance(lazy_tf, module_utils.LazyModule) or lazy_tf.module is not None:
-        keras.utils.set_random_seed(seed)
+        hide = False
+    lazy_tf = getattr(rng_utils, "tf", None) if hide else None
+    if lazy_tf is None or not isinstance(lazy_tf, module_utils.LazyModule) or lazy_tf.module is not None:
+        yield
         return
 
     class _Absent:
@@ -329,6 +334,6 @@ def set_random_seed(seed: int) -> None:
 
     rng_utils.tf = _Absent()
     try:
-        keras.utils.set_random_seed(seed)
+        yield
     finally:
         rng_utils.tf = lazy_tf
