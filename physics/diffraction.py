@@ -84,6 +84,17 @@ def illuminate(obj_re, obj_im, probe_re, probe_im, smoothing_sigma: float = 0.0,
     return re, im
 
 
+def far_field_intensity(re, im):
+    """Far-field intensity ``fftshift(|FFT2 psi|^2) / N^2`` of ``(..., N, N)`` exit waves.
+
+    The square of :func:`diffract` without its square-root floor (Parseval:
+    ``sum I = sum |psi|^2``); DC at ``(N/2, N/2)``. float32.
+    """
+    h, w = int(re.shape[-2]), int(re.shape[-1])
+    f_re, f_im = ops.fft2((ops.cast(re, "float32"), ops.cast(im, "float32")))
+    return fftshift2((f_re * f_re + f_im * f_im) / float(h * w))
+
+
 def diffract(re, im):
     """Far-field amplitude of exit waves.
 
@@ -95,7 +106,4 @@ def diffract(re, im):
         (``N^2`` = H * W for a rectangular field), DC at ``(H // 2, W // 2)``; ``sum A^2`` equals
         ``sum |Psi|^2``. Differentiable everywhere (a zero modulus gets zero gradient).
     """
-    h, w = int(re.shape[-2]), int(re.shape[-1])
-    f_re, f_im = ops.fft2((ops.cast(re, "float32"), ops.cast(im, "float32")))
-    power = (f_re * f_re + f_im * f_im) / float(h * w)
-    return fftshift2(ops.sqrt(ops.maximum(power, _SQRT_FLOOR)))
+    return ops.sqrt(ops.maximum(far_field_intensity(re, im), _SQRT_FLOOR))

@@ -27,6 +27,26 @@ def mean_poisson_nll(pred_intensity, obs_intensity, eps: float = 1e-12):
     return ops.mean(poisson_nll(pred_intensity, obs_intensity, eps))
 
 
+def poisson_deviance(pred_intensity, obs_intensity, eps: float = 1e-12):
+    """Element-wise Poisson NLL minus its value at a perfect fit (``lambda = k``).
+
+    ``D = lambda - k - k * log((lambda + eps) / (k + eps))`` >= 0, zero only at ``lambda = k``; it
+    differs from :func:`poisson_nll` by a term of the data alone, so its gradient in ``lambda`` is
+    the same, but a loss curve of it falls towards 0 and compares across datasets. (Statistics
+    texts call twice this the deviance; the factor is left out so that ``D`` and the NLL move
+    together.) Same shape as the inputs, float32.
+    """
+    pred_intensity = ops.cast(pred_intensity, "float32")
+    obs_intensity = ops.cast(obs_intensity, "float32")
+    return (pred_intensity - obs_intensity
+            - obs_intensity * ops.log((pred_intensity + eps) / (obs_intensity + eps)))
+
+
+def mean_poisson_deviance(pred_intensity, obs_intensity, eps: float = 1e-12):
+    """Scalar mean of :func:`poisson_deviance` over all elements."""
+    return ops.mean(poisson_deviance(pred_intensity, obs_intensity, eps))
+
+
 def amplitude_mae(pred_amplitude, obs_amplitude):
     """Scalar mean of ``|pred - obs|`` over all elements (amplitudes in the same units)."""
     return ops.mean(ops.abs(ops.cast(pred_amplitude, "float32") - ops.cast(obs_amplitude, "float32")))

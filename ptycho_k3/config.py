@@ -378,3 +378,70 @@ def _known(cls, values: dict[str, Any], where: str) -> dict[str, Any]:
     if unknown:
         raise ConfigError(f"unknown {where} setting(s): {', '.join(unknown)}")
     return {k: v for k, v in values.items() if k in names}
+
+
+REFINE_LOSSES = ("poisson", "amplitude")
+REFINE_INITS = ("flat", "pinn")
+
+
+@dataclass(frozen=True)
+class RefineConfig:
+    """Options of the iterative refinement (:mod:`ptycho_k3.refine`), shared by ``ptycho-infer
+    --refine_iterations`` and ``ptycho-reconstruct``.
+
+    One iteration is one pass over every scan position in minibatches of ``batch`` positions.
+    Steps are preconditioned in the manner of (r)ePIE: the object step is divided by the batch's
+    probe illumination ``(1 - alpha) * I + alpha * max(I)`` (the probe step likewise by the
+    object's), so ``object_step = 1`` is a full ePIE-sized step whatever the probe's units.
+
+    Attributes:
+        iterations: passes over the scan (0 = no refinement).
+        batch: positions per update (``--refine_batch``).
+        loss: ``poisson`` (negative log-likelihood of counts; the default) or ``amplitude``
+            (least squares on sqrt(counts)).
+        object_step: step of the object update (> 0).
+        alpha: rPIE regularisation in ``(0, 1]``; 1 is ePIE's ``max |P|^2`` normalisation.
+        refine_probe: also update the probe (its power is kept), from iteration ``probe_start``.
+        probe_step: step of the probe update.
+        refine_positions: also correct the scan positions, from iteration ``position_start``.
+        position_step: step of the position update (Gauss-Newton normalised, pixels).
+        max_position_shift: clamp of one iteration's correction per position (pixels).
+        seed: seeds the order of positions in each iteration.
+    """
+
+    iterations: int = 0
+    batch: int = 128
+    loss: str = "poisson"
+    object_step: float = 1.0
+    alpha: float = 0.1
+    refine_probe: bool = False
+    probe_start: int = 10
+    probe_step: float = 1.0
+    refine_positions: bool = False
+    position_start: int = 10
+    position_step: float = 0.5
+    max_position_shift: float = 0.5
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("iterations", "probe_start", "position_start", "seed"):
+            value = getattr(self, name)
+            _require(isinstance(value, int) and not isinstance(value, bool) and value >= 0,
+                     f"refine {name} must be an integer >= 0, got {value!r}")
+        _require(isinstance(self.batch, int) and self.batch >= 1,
+                 f"refine batch must be an integer >= 1, got {self.batch!r}")
+        _require(self.loss in REFINE_LOSSES,
+                 f"refine loss must be one of {REFINE_LOSSES}, got {self.loss!r}")
+        for name in ("object_step", "probe_step", "position_step", "max_position_shift"):
+            value = getattr(self, name)
+            _require(isinstance(value, int | float) and math.isfinite(value) and value > 0,
+                     f"refine {name} must be a finite number > 0, got {value!r}")
+        _require(isinstance(self.alpha, int | float) and 0 < self.alpha <= 1,
+                 f"refine alpha must be in (0, 1], got {self.alpha!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> RefineConfig:
+        return cls(**_known(cls, values, "refine"))

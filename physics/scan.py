@@ -1,0 +1,105 @@
+"""The full-scan forward model: one object canvas, many scan positions, one probe.
+
+This is the composition the iterative refinement (:mod:`ptycho_k3.refine`) differentiates:
+
+    patch_j = extract_at(O, r_j)            bilinear window of the canvas at position r_j
+    psi_j   = P * patch_j                   (:func:`~ptycho_k3.physics.diffraction.illuminate`)
+    I_j     = s^2 * fftshift(|FFT2 psi_j|^2) / N^2     (:func:`~ptycho_k3.physics.diffraction.far_field_intensity`)
+
+Geometry (docs/conventions.md): positions are ``[x, y]`` = [column, row] in canvas pixels and
+mark the patch reference pixel, so ``patch[N/2, N/2] = O(y, x)``; patch pixel ``(i, j)`` shows
+canvas point ``(y - N/2 + i, x - N/2 + j)``. This is the same sampling as
+:func:`~ptycho_k3.physics.patches.extract_patches` (content moves by +offset, bilinear) and as the
+simulator's ground-truth patches, written here as a gather of the ``(N+1) x (N+1)`` window and
+four weighted taps instead of two resampling matrices, because a full scan's canvas is far larger
+than one group's and the matrices would cost ``O(N * H * W)`` per patch.
+"""
+
+from __future__ import annotations
+
+from keras import ops
+
+from .diffraction import far_field_intensity, illuminate
+
+
+def window_indices(positions, n: int, width: int):
+    """Flat canvas indices of each position's ``(n+1) x (n+1)`` window and its sub-pixel part.
+
+    Args:
+        positions: float32 ``(B, 2)`` ``[x, y]`` in canvas pixels.
+        n: patch side.
+        width: canvas width W (the flat index is ``row * W + column``).
+
+    Returns:
+        ``(idx, fx, fy)``: int32 ``(B, n+1, n+1)`` flat indices of rows ``floor(y) - n/2 + i`` and
+        columns ``floor(x) - n/2 + j``; float32 ``(B, 1, 1)`` fractional parts in ``[0, 1)``. The
+        fractional parts carry the gradient with respect to the positions; the integer parts
+        have none.
+    """
+    positions = ops.cast(positions, "float32")
+    corner = ops.floor(positions)
+    frac = positions - ops.stop_gradient(corner)
+    start = ops.cast(corner, "int32") - n // 2
+    ar = ops.arange(n + 1, dtype="int32")
+    rows = start[:, 1:2] + ar[None, :]  # (B, n+1)
+    cols = start[:, 0:1] + ar[None, :]
+    idx = rows[:, :, None] * width + cols[:, None, :]
+    fx = ops.reshape(frac[:, 0], (-1, 1, 1))
+    fy = ops.reshape(frac[:, 1], (-1, 1, 1))
+    return idx, fx, fy
+
+
+def _bilinear(window, fx, fy):
+    top = window[:, :-1, :-1] * (1.0 - fx) + window[:, :-1, 1:] * fx
+    bottom = window[:, 1:, :-1] * (1.0 - fx) + window[:, 1:, 1:] * fx
+    return top * (1.0 - fy) + bottom * fy
+
+
+def extract_at(re, im, positions, n: int):
+    """Cut ``n x n`` patches from one canvas at scan positions, bilinearly.
+
+    Args:
+        re, im: float32 canvas ``(H, W)``.
+        positions: float32 ``(B, 2)`` ``[x, y]`` canvas pixels; every window
+            ``[floor(y) - n/2, floor(y) + n/2]`` x ``[floor(x) - n/2, floor(x) + n/2]`` must lie
+            inside the canvas (the caller keeps positions there; this function does not check,
+            since it runs inside compiled steps).
+        n: patch side (even).
+
+    Returns:
+        ``(re, im)`` float32 ``(B, n, n)`` with ``patch[n/2, n/2] = canvas(y, x)``. Linear in the
+        canvas (its adjoint is the autodiff transpose, a scatter-add) and differentiable in the
+        positions (piecewise linear, like any bilinear sampler).
+    """
+    h, w = int(re.shape[-2]), int(re.shape[-1])
+    idx, fx, fy = window_indices(positions, n, w)
+    flat_re = ops.reshape(re, (h * w,))
+    flat_im = ops.reshape(im, (h * w,))
+    return (_bilinear(ops.take(flat_re, idx), fx, fy),
+            _bilinear(ops.take(flat_im, idx), fx, fy))
+
+
+def extract_real_at(canvas, positions, n: int):
+    """Real-valued :func:`extract_at` of a float32 ``(H, W)`` canvas: ``(B, n, n)``."""
+    h, w = int(canvas.shape[-2]), int(canvas.shape[-1])
+    idx, fx, fy = window_indices(positions, n, w)
+    return _bilinear(ops.take(ops.reshape(canvas, (h * w,)), idx), fx, fy)
+
+
+def scan_intensities(obj_re, obj_im, probe_re, probe_im, positions, scale: float = 1.0):
+    """Predicted diffraction intensities of a scan: extract, illuminate, diffract.
+
+    Args:
+        obj_re, obj_im: float32 object canvas ``(H, W)``.
+        probe_re, probe_im: float32 probe ``(N, N)``.
+        positions: float32 ``(B, 2)`` ``[x, y]`` canvas pixels (see :func:`extract_at`).
+        scale: ``s``, amplitude units -> sqrt(counts); intensities are multiplied by ``s^2``.
+
+    Returns:
+        ``(I, patches)``: float32 ``(B, N, N)`` intensities in counts (DC at ``(N/2, N/2)``) and the
+        ``(re, im)`` object patches ``(B, N, N)`` they came from.
+    """
+    n = int(probe_re.shape[-1])
+    p_re, p_im = extract_at(obj_re, obj_im, positions, n)
+    e_re, e_im = illuminate(p_re, p_im, probe_re, probe_im)
+    return far_field_intensity(e_re, e_im) * (scale * scale), (p_re, p_im)

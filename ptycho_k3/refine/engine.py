@@ -1,0 +1,222 @@
+"""The refinement engine: minibatch gradient steps on the full-scan forward model.
+
+Unknowns are real float32 tensors: the object canvas as ``(re, im)``, the probe as ``(re, im)`` and
+the positions ``(M, 2)``. Real and imaginary parts (not amplitude and phase) because the exit wave
+is linear in them, so the loss is a smooth function of the unknowns with an ePIE-like
+preconditioner, and nothing wraps or becomes singular at zero amplitude.
+
+One update, on a minibatch ``b`` of positions, with ``g`` the autodiff gradient of the batch loss
+(``physics.scan_intensities`` then the Poisson deviance or the amplitude least squares, summed
+over valid pixels):
+
+    O <- O - object_step * g_O / (c s^2 [(1 - alpha) I_b + alpha max I_b]),  I_b = sum_b |P|^2 placed
+    P <- P - probe_step  * g_P / (c s^2 [(1 - alpha) J_b + alpha max J_b]),  J_b = sum_b |O_b|^2
+    r <- r - position_step * g_r / H_r, clamped per iteration, batch mean removed
+
+where ``c`` = 4 for Poisson (its curvature in the amplitude near a fit) and 2 for amplitude least
+squares, so a step of 1 is one ePIE step. ``I_b`` comes from the same autodiff transpose as the
+gradient (the adjoint of extraction applied to ``|P|^2``), ``H_r`` is the Gauss-Newton curvature
+``c s^2 sum |P|^2 |d O_b / d x|^2``. The probe keeps its starting power. Every line is one code
+path in ``keras.ops``; :mod:`ptycho_k3.autodiff` supplies the gradient and the compilation.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ptycho_k3.config import RefineConfig
+
+from .problem import Canvas, Measurements
+
+_TINY = 1e-12
+
+
+@dataclass
+class RefineResult:
+    """Result of :func:`ptycho_k3.refine.refine`.
+
+    Attributes:
+        obj: complex64 ``(H, W)`` refined object; pixel ``[r, c]`` is scan position
+            ``(x0 + c, y0 + r)``.
+        x0, y0: integer origin of ``obj`` in scan coordinates.
+        probe: complex64 ``(N, N)`` probe (refined when asked, else the scan's).
+        positions: float64 ``(M, 2)`` ``[x, y]`` scan coordinates (corrected when asked).
+        initial_positions: float64 ``(M, 2)`` the scan's positions.
+        history: ``iteration`` (0 = the start), ``loss`` (mean Poisson deviance, or squared
+            amplitude error, per valid pixel; entry ``i > 0`` is measured during iteration ``i``,
+            each batch just before its update), ``seconds`` (wall time since the start, monitor
+            excluded) and whatever the monitor returned, per entry.
+        scale: ``s`` used to turn amplitudes into counts.
+    """
+
+    obj: np.ndarray
+    x0: int
+    y0: int
+    probe: np.ndarray
+    positions: np.ndarray
+    initial_positions: np.ndarray
+    history: dict[str, list[Any]] = field(default_factory=dict)
+    scale: float = 1.0
+
+    @property
+    def iterations(self) -> int:
+        return len(self.history.get("iteration", [1])) - 1
+
+
+def _curvature_constant(loss: str) -> float:
+    return 4.0 if loss == "poisson" else 2.0
+
+
+class Engine:
+    """Compiled update and evaluation steps for one problem (counts, canvas, probe shape)."""
+
+    def __init__(self, meas: Measurements, canvas: Canvas, n: int, config: RefineConfig):
+        from keras import ops
+
+        self.ops = ops
+        self.cfg = config
+        self.n = n
+        self.canvas = canvas
+        self.s2 = float(meas.scale) ** 2
+        self.c = _curvature_constant(config.loss)
+        self.counts = ops.convert_to_tensor(meas.counts)
+        self.valid = ops.convert_to_tensor(meas.valid)
+        self.n_valid = float(meas.valid.sum())
+        self.dummy = ops.zeros((canvas.height, canvas.width), dtype="float32")
+        lo = float(n // 2)
+        self.pos_lo = ops.convert_to_tensor(np.array([lo, lo], np.float32))
+        self.pos_hi = ops.convert_to_tensor(np.array(
+            [canvas.width - n // 2 - 1.001, canvas.height - n // 2 - 1.001], np.float32))
+        self._steps: dict[tuple[bool, bool], Callable] = {}
+        self._evaluate: Callable | None = None
+
+    # -- the loss, written once -------------------------------------------------------------
+    def batch_loss(self, o_re, o_im, p_re, p_im, pos_b, counts_b, valid_b):
+        """Summed loss of a batch and its object patches ``(re, im)`` and intensities."""
+        from ptycho_k3 import physics
+
+        ops = self.ops
+        intensity, patches = physics.scan_intensities(o_re, o_im, p_re, p_im, pos_b,
+                                                      math.sqrt(self.s2))
+        if self.cfg.loss == "poisson":
+            per_pixel = physics.poisson_deviance(intensity, counts_b)
+        else:
+            per_pixel = ops.square(ops.sqrt(ops.maximum(intensity, 1e-30)) - ops.sqrt(counts_b))
+        return ops.sum(per_pixel * valid_b), patches, intensity
+
+    # -- compiled functions -----------------------------------------------------------------
+    def _make_step(self, update_probe: bool, update_positions: bool) -> Callable:
+        from ptycho_k3 import autodiff, physics
+
+        ops, cfg, n, c, s2 = self.ops, self.cfg, self.n, self.c, self.s2
+        alpha = float(cfg.alpha)
+
+        def objective(o_re, o_im, p_re, p_im, pos_b, dummy, counts_b, valid_b):
+            loss, patches, _ = self.batch_loss(o_re, o_im, p_re, p_im, pos_b, counts_b, valid_b)
+            # d/d(dummy) of <extract(dummy), |P|^2> is the batch illumination (the adjoint of
+            # extraction); dummy is zero, so the term adds nothing to the loss or other gradients.
+            probe_int = ops.stop_gradient(p_re * p_re + p_im * p_im)
+            illum = ops.sum(physics.extract_real_at(dummy, pos_b, n) * probe_int)
+            return loss + illum, (loss, patches)
+
+        grad_fn = autodiff.value_and_grad(objective, argnums=(0, 1, 2, 3, 4, 5))
+
+        def regularised(x):
+            return c * s2 * ((1.0 - alpha) * x + alpha * ops.max(x)) + _TINY
+
+        def step(o_re, o_im, p_re, p_im, pos, idx, counts, valid, dummy):
+            pos_b = ops.take(pos, idx, axis=0)
+            counts_b = ops.take(counts, idx, axis=0)
+            valid_b = ops.take(valid, idx, axis=0)
+            (_, (loss, (pa_re, pa_im))), grads = grad_fn(
+                o_re, o_im, p_re, p_im, pos_b, dummy, counts_b, valid_b)
+            g_ore, g_oim, g_pre, g_pim, g_pos, illum = grads
+            denom = regularised(illum)
+            new_ore = o_re - cfg.object_step * g_ore / denom
+            new_oim = o_im - cfg.object_step * g_oim / denom
+            if update_probe:
+                obj_int = ops.sum(pa_re * pa_re + pa_im * pa_im, axis=0)
+                pdenom = regularised(obj_int)
+                power = ops.sum(p_re * p_re + p_im * p_im)
+                q_re = p_re - cfg.probe_step * g_pre / pdenom
+                q_im = p_im - cfg.probe_step * g_pim / pdenom
+                keep = ops.sqrt(power / (ops.sum(q_re * q_re + q_im * q_im) + _TINY))
+                p_re, p_im = q_re * keep, q_im * keep
+            if update_positions:
+                pos = self._position_update(pos, pos_b, idx, g_pos, pa_re, pa_im, p_re, p_im)
+            return new_ore, new_oim, p_re, p_im, pos, loss
+
+        return autodiff.compile_function(step)
+
+    def _position_update(self, pos, pos_b, idx, g_pos, pa_re, pa_im, p_re, p_im):
+        ops, cfg = self.ops, self.cfg
+        probe_int = (p_re * p_re + p_im * p_im)[None, 1:-1, 1:-1]
+
+        def slope_energy(d_re, d_im):
+            return ops.sum((d_re * d_re + d_im * d_im) * probe_int, axis=(1, 2))
+
+        dx = slope_energy((pa_re[:, 1:-1, 2:] - pa_re[:, 1:-1, :-2]) * 0.5,
+                          (pa_im[:, 1:-1, 2:] - pa_im[:, 1:-1, :-2]) * 0.5)
+        dy = slope_energy((pa_re[:, 2:, 1:-1] - pa_re[:, :-2, 1:-1]) * 0.5,
+                          (pa_im[:, 2:, 1:-1] - pa_im[:, :-2, 1:-1]) * 0.5)
+        curvature = self.c * self.s2 * ops.stack([dx, dy], axis=1)
+        curvature = curvature + 1e-3 * ops.max(curvature) + _TINY
+        delta = -cfg.position_step * g_pos / curvature
+        delta = ops.clip(delta, -cfg.max_position_shift, cfg.max_position_shift)
+        delta = delta - ops.mean(delta, axis=0, keepdims=True)
+        new_b = ops.clip(pos_b + delta, self.pos_lo, self.pos_hi)
+        return ops.scatter_update(pos, ops.expand_dims(idx, 1), new_b)
+
+    def step(self, update_probe: bool, update_positions: bool) -> Callable:
+        key = (update_probe, update_positions)
+        if key not in self._steps:
+            self._steps[key] = self._make_step(*key)
+        return self._steps[key]
+
+    def evaluate(self) -> Callable:
+        """Compiled ``(state, idx) -> (loss sum, predicted sum, measured sum)`` of a batch."""
+        if self._evaluate is None:
+            from ptycho_k3 import autodiff
+
+            ops = self.ops
+
+            def sums(o_re, o_im, p_re, p_im, pos, idx, counts, valid):
+                counts_b = ops.take(counts, idx, axis=0)
+                valid_b = ops.take(valid, idx, axis=0)
+                loss, _, intensity = self.batch_loss(o_re, o_im, p_re, p_im,
+                                                     ops.take(pos, idx, axis=0), counts_b, valid_b)
+                return loss, ops.sum(intensity * valid_b), ops.sum(counts_b * valid_b)
+
+            self._evaluate = autodiff.compile_function(sums)
+        return self._evaluate
+
+
+def batches(m: int, batch: int, rng: np.random.Generator | None) -> list[np.ndarray]:
+    """Positions split into ``ceil(m / batch)`` batches of near-equal size (at most two sizes, so
+    a compiled step traces at most twice); shuffled when ``rng`` is given."""
+    order = np.arange(m) if rng is None else rng.permutation(m)
+    count = max(1, math.ceil(m / batch))
+    return [b.astype(np.int32) for b in np.array_split(order, count)]
+
+
+class _Progress:
+    def __init__(self, total: int, enabled: bool):
+        self.total, self.enabled = total, enabled
+
+    def update(self, done: int, loss: float) -> None:
+        if not self.enabled:
+            return
+        width = 30
+        filled = int(width * done / max(self.total, 1))
+        sys.stderr.write(f"\rrefine [{'#' * filled}{'.' * (width - filled)}] "
+                         f"{done}/{self.total} iterations, loss {loss:.4g}")
+        if done >= self.total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
