@@ -3,8 +3,8 @@
 This is the composition the iterative refinement (:mod:`ptycho_k3.refine`) differentiates:
 
     patch_j = extract_at(O, r_j)            bilinear window of the canvas at position r_j
-    psi_j   = P * patch_j                   (:func:`~ptycho_k3.physics.diffraction.illuminate`)
-    I_j     = s^2 * fftshift(|FFT2 psi_j|^2) / N^2     (:func:`~ptycho_k3.physics.diffraction.far_field_intensity`)
+    psi_j   = P * patch_j                   (``diffraction.illuminate``)
+    I_j     = s^2 * fftshift(|FFT2 psi_j|^2) / N^2     (``diffraction.far_field_intensity``)
 
 Geometry (docs/conventions.md): positions are ``[x, y]`` = [column, row] in canvas pixels and
 mark the patch reference pixel, so ``patch[N/2, N/2] = O(y, x)``; patch pixel ``(i, j)`` shows
