@@ -49,6 +49,8 @@ _SUBMODULE = {
     "simulation_intensity_scale": "scaling",
     "extract_at": "scan",
     "extract_real_at": "scan",
+    "extract_many_at": "scan",
+    "scan_forward": "scan",
     "scan_intensities": "scan",
     "window_indices": "scan",
     "shift_weights": "translation",

@@ -50,9 +50,21 @@ def window_indices(positions, n: int, width: int):
 
 
 def _bilinear(window, fx, fy):
-    top = window[:, :-1, :-1] * (1.0 - fx) + window[:, :-1, 1:] * fx
-    bottom = window[:, 1:, :-1] * (1.0 - fx) + window[:, 1:, 1:] * fx
-    return top * (1.0 - fy) + bottom * fy
+    """Separable bilinear taps of ``(B, n+1, n+1)`` windows -> ``(B, n, n)``."""
+    across = window[..., :-1] + fx * (window[..., 1:] - window[..., :-1])
+    return across[..., :-1, :] + fy * (across[..., 1:, :] - across[..., :-1, :])
+
+
+def extract_many_at(canvases, positions, n: int) -> tuple:
+    """:func:`extract_at` of several float32 ``(H, W)`` canvases at the same positions.
+
+    The window indices are computed once; each canvas is one 1-D gather (measured faster than one
+    gather of a stacked canvas on TensorFlow and JAX, equal on torch). Returns a tuple of
+    ``(B, n, n)`` patches, one per canvas; the gradient of each is one scatter-add.
+    """
+    h, w = int(canvases[0].shape[-2]), int(canvases[0].shape[-1])
+    idx, fx, fy = window_indices(positions, n, w)
+    return tuple(_bilinear(ops.take(ops.reshape(c, (h * w,)), idx), fx, fy) for c in canvases)
 
 
 def extract_at(re, im, positions, n: int):
@@ -71,35 +83,34 @@ def extract_at(re, im, positions, n: int):
         canvas (its adjoint is the autodiff transpose, a scatter-add) and differentiable in the
         positions (piecewise linear, like any bilinear sampler).
     """
-    h, w = int(re.shape[-2]), int(re.shape[-1])
-    idx, fx, fy = window_indices(positions, n, w)
-    flat_re = ops.reshape(re, (h * w,))
-    flat_im = ops.reshape(im, (h * w,))
-    return (_bilinear(ops.take(flat_re, idx), fx, fy),
-            _bilinear(ops.take(flat_im, idx), fx, fy))
+    return extract_many_at((re, im), positions, n)
 
 
 def extract_real_at(canvas, positions, n: int):
     """Real-valued :func:`extract_at` of a float32 ``(H, W)`` canvas: ``(B, n, n)``."""
-    h, w = int(canvas.shape[-2]), int(canvas.shape[-1])
-    idx, fx, fy = window_indices(positions, n, w)
-    return _bilinear(ops.take(ops.reshape(canvas, (h * w,)), idx), fx, fy)
+    return extract_many_at((canvas,), positions, n)[0]
 
 
-def scan_intensities(obj_re, obj_im, probe_re, probe_im, positions, scale: float = 1.0):
+def scan_forward(canvases, probe_re, probe_im, positions, scale: float = 1.0):
     """Predicted diffraction intensities of a scan: extract, illuminate, diffract.
 
     Args:
-        obj_re, obj_im: float32 object canvas ``(H, W)``.
+        canvases: a sequence of float32 ``(H, W)`` canvases, the object's re and im first; any
+            further canvases are extracted at the same positions and returned with them.
         probe_re, probe_im: float32 probe ``(N, N)``.
         positions: float32 ``(B, 2)`` ``[x, y]`` canvas pixels (see :func:`extract_at`).
         scale: ``s``, amplitude units -> sqrt(counts); intensities are multiplied by ``s^2``.
 
     Returns:
-        ``(I, patches)``: float32 ``(B, N, N)`` intensities in counts (DC at ``(N/2, N/2)``) and the
-        ``(re, im)`` object patches ``(B, N, N)`` they came from.
+        ``(I, patches)``: float32 ``(B, N, N)`` intensities in counts (DC at ``(N/2, N/2)``) and
+        the tuple of ``(B, N, N)`` patches, one per canvas.
     """
     n = int(probe_re.shape[-1])
-    p_re, p_im = extract_at(obj_re, obj_im, positions, n)
-    e_re, e_im = illuminate(p_re, p_im, probe_re, probe_im)
-    return far_field_intensity(e_re, e_im) * (scale * scale), (p_re, p_im)
+    patches = extract_many_at(canvases, positions, n)
+    e_re, e_im = illuminate(patches[0], patches[1], probe_re, probe_im)
+    return far_field_intensity(e_re, e_im) * (scale * scale), patches
+
+
+def scan_intensities(obj_re, obj_im, probe_re, probe_im, positions, scale: float = 1.0):
+    """:func:`scan_forward` of one object ``(H, W)`` given as re and im: ``(B, N, N)`` counts."""
+    return scan_forward((obj_re, obj_im), probe_re, probe_im, positions, scale)[0]

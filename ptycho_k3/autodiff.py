@@ -82,7 +82,7 @@ def compile_function(fn: Callable) -> Callable:
     if name == "tensorflow":
         import tensorflow as tf
 
-        return tf.function(fn, reduce_retracing=True)
+        return tf.function(fn, reduce_retracing=True, jit_compile=True)
     if name == "torch":
         import torch
 

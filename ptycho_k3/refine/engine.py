@@ -86,9 +86,11 @@ class Engine:
         self.s2 = float(meas.scale) ** 2
         self.c = _curvature_constant(config.loss)
         self.counts = ops.convert_to_tensor(meas.counts)
-        self.valid = ops.convert_to_tensor(meas.valid)
         self.n_valid = float(meas.valid.sum())
-        self.dummy = ops.zeros((canvas.height, canvas.width), dtype="float32")
+        # Without invalid pixels the mask is not gathered or multiplied at all.
+        self.masked = bool(self.n_valid < meas.valid.size)
+        self.valid = ops.convert_to_tensor(meas.valid if self.masked else np.ones((), np.float32))
+        self.zero = ops.zeros((canvas.height, canvas.width), dtype="float32")
         lo = float(n // 2)
         self.pos_lo = ops.convert_to_tensor(np.array([lo, lo], np.float32))
         self.pos_hi = ops.convert_to_tensor(np.array(
@@ -97,49 +99,54 @@ class Engine:
         self._evaluate: Callable | None = None
 
     # -- the loss, written once -------------------------------------------------------------
-    def batch_loss(self, o_re, o_im, p_re, p_im, pos_b, counts_b, valid_b):
-        """Summed loss of a batch and its object patches ``(re, im)`` and intensities."""
+    def batch_loss(self, canvases, p_re, p_im, pos_b, counts_b, valid_b):
+        """Summed loss of a batch, the ``(K, B, N, N)`` patches and the intensities.
+
+        ``canvases`` is a tuple of ``(H, W)`` tensors, the object's re and im first (see
+        :func:`ptycho_k3.physics.scan_forward`).
+        """
         from ptycho_k3 import physics
 
         ops = self.ops
-        intensity, patches = physics.scan_intensities(o_re, o_im, p_re, p_im, pos_b,
-                                                      math.sqrt(self.s2))
+        intensity, patches = physics.scan_forward(canvases, p_re, p_im, pos_b,
+                                                  math.sqrt(self.s2))
         if self.cfg.loss == "poisson":
             per_pixel = physics.poisson_deviance(intensity, counts_b)
         else:
             per_pixel = ops.square(ops.sqrt(ops.maximum(intensity, 1e-30)) - ops.sqrt(counts_b))
-        return ops.sum(per_pixel * valid_b), patches, intensity
+        if self.masked:
+            per_pixel = per_pixel * valid_b
+        return ops.sum(per_pixel), patches, intensity
 
     # -- compiled functions -----------------------------------------------------------------
     def _make_step(self, update_probe: bool, update_positions: bool) -> Callable:
-        from ptycho_k3 import autodiff, physics
+        from ptycho_k3 import autodiff
 
-        ops, cfg, n, c, s2 = self.ops, self.cfg, self.n, self.c, self.s2
+        ops, cfg, c, s2 = self.ops, self.cfg, self.c, self.s2
         alpha = float(cfg.alpha)
-
-        def objective(o_re, o_im, p_re, p_im, pos_b, dummy, counts_b, valid_b):
-            loss, patches, _ = self.batch_loss(o_re, o_im, p_re, p_im, pos_b, counts_b, valid_b)
-            # d/d(dummy) of <extract(dummy), |P|^2> is the batch illumination (the adjoint of
-            # extraction); dummy is zero, so the term adds nothing to the loss or other gradients.
+        def objective(o_re, o_im, zero, p_re, p_im, pos_b, counts_b, valid_b):
+            # ``zero`` is a zero canvas extracted with the object: its gradient is the batch
+            # illumination sum_b |P|^2 placed (the adjoint of extraction applied to |P|^2), and
+            # it adds nothing to the loss or to the other gradients.
+            loss, patches, _ = self.batch_loss((o_re, o_im, zero), p_re, p_im, pos_b, counts_b,
+                                               valid_b)
             probe_int = ops.stop_gradient(p_re * p_re + p_im * p_im)
-            illum = ops.sum(physics.extract_real_at(dummy, pos_b, n) * probe_int)
-            return loss + illum, (loss, patches)
+            return loss + ops.sum(patches[2] * probe_int), (loss, patches[:2])
 
         grad_fn = autodiff.value_and_grad(objective, argnums=(0, 1, 2, 3, 4, 5))
 
         def regularised(x):
             return c * s2 * ((1.0 - alpha) * x + alpha * ops.max(x)) + _TINY
 
-        def step(o_re, o_im, p_re, p_im, pos, idx, counts, valid, dummy):
+        def step(o_re, o_im, p_re, p_im, pos, idx, counts, valid, zero):
             pos_b = ops.take(pos, idx, axis=0)
             counts_b = ops.take(counts, idx, axis=0)
-            valid_b = ops.take(valid, idx, axis=0)
+            valid_b = ops.take(valid, idx, axis=0) if self.masked else valid
             (_, (loss, (pa_re, pa_im))), grads = grad_fn(
-                o_re, o_im, p_re, p_im, pos_b, dummy, counts_b, valid_b)
-            g_ore, g_oim, g_pre, g_pim, g_pos, illum = grads
-            denom = regularised(illum)
-            new_ore = o_re - cfg.object_step * g_ore / denom
-            new_oim = o_im - cfg.object_step * g_oim / denom
+                o_re, o_im, zero, p_re, p_im, pos_b, counts_b, valid_b)
+            g_re, g_im, illum, g_pre, g_pim, g_pos = grads
+            rate = cfg.object_step / regularised(illum)
+            o_re, o_im = o_re - rate * g_re, o_im - rate * g_im
             if update_probe:
                 obj_int = ops.sum(pa_re * pa_re + pa_im * pa_im, axis=0)
                 pdenom = regularised(obj_int)
@@ -150,7 +157,7 @@ class Engine:
                 p_re, p_im = q_re * keep, q_im * keep
             if update_positions:
                 pos = self._position_update(pos, pos_b, idx, g_pos, pa_re, pa_im, p_re, p_im)
-            return new_ore, new_oim, p_re, p_im, pos, loss
+            return o_re, o_im, p_re, p_im, pos, loss
 
         return autodiff.compile_function(step)
 
@@ -180,7 +187,8 @@ class Engine:
         return self._steps[key]
 
     def evaluate(self) -> Callable:
-        """Compiled ``(state, idx) -> (loss sum, predicted sum, measured sum)`` of a batch."""
+        """Compiled ``(o_re, o_im, p_re, p_im, pos, idx, counts, valid) -> (loss sum, predicted
+        sum, measured sum)`` of a batch (sums over valid pixels)."""
         if self._evaluate is None:
             from ptycho_k3 import autodiff
 
@@ -188,10 +196,12 @@ class Engine:
 
             def sums(o_re, o_im, p_re, p_im, pos, idx, counts, valid):
                 counts_b = ops.take(counts, idx, axis=0)
-                valid_b = ops.take(valid, idx, axis=0)
-                loss, _, intensity = self.batch_loss(o_re, o_im, p_re, p_im,
+                valid_b = ops.take(valid, idx, axis=0) if self.masked else valid
+                loss, _, intensity = self.batch_loss((o_re, o_im), p_re, p_im,
                                                      ops.take(pos, idx, axis=0), counts_b, valid_b)
-                return loss, ops.sum(intensity * valid_b), ops.sum(counts_b * valid_b)
+                if self.masked:
+                    intensity, counts_b = intensity * valid_b, counts_b * valid_b
+                return loss, ops.sum(intensity), ops.sum(counts_b)
 
             self._evaluate = autodiff.compile_function(sums)
         return self._evaluate

@@ -87,9 +87,9 @@ def refine(scan: ScanData, init_object: Any = None, config: RefineConfig | None 
             sums += [float(ops.convert_to_numpy(v)) for v in out]
         return sums
 
-    # One global factor so the start predicts the measured number of photons.
     o_re = ops.convert_to_tensor(np.ascontiguousarray(start.real))
     o_im = ops.convert_to_tensor(np.ascontiguousarray(start.imag))
+    # One global factor so the start predicts the measured number of photons.
     _, predicted, measured = total(o_re, o_im, p_re, p_im, pos)
     factor = math.sqrt(measured / predicted) if predicted > 0 else 1.0
     o_re, o_im = o_re * factor, o_im * factor
@@ -118,7 +118,7 @@ def refine(scan: ScanData, init_object: Any = None, config: RefineConfig | None 
         for idx in batches(scan.n_positions, cfg.batch, rng):
             o_re, o_im, p_re, p_im, pos, loss = step(
                 o_re, o_im, p_re, p_im, pos, ops.convert_to_tensor(idx), engine.counts,
-                engine.valid, engine.dummy)
+                engine.valid, engine.zero)
             loss_sum = loss if loss_sum is None else loss_sum + loss
         loss_it = float(ops.convert_to_numpy(loss_sum)) / engine.n_valid
         elapsed += time.perf_counter() - t0
