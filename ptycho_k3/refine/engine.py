@@ -100,7 +100,7 @@ class Engine:
 
     # -- the loss, written once -------------------------------------------------------------
     def batch_loss(self, canvases, p_re, p_im, pos_b, counts_b, valid_b):
-        """Summed loss of a batch, the ``(K, B, N, N)`` patches and the intensities.
+        """Per-pixel loss of a batch (0 where invalid), its patches and the intensities.
 
         ``canvases`` is a tuple of ``(H, W)`` tensors, the object's re and im first (see
         :func:`ptycho_k3.physics.scan_forward`).
@@ -116,7 +116,7 @@ class Engine:
             per_pixel = ops.square(ops.sqrt(ops.maximum(intensity, 1e-30)) - ops.sqrt(counts_b))
         if self.masked:
             per_pixel = per_pixel * valid_b
-        return ops.sum(per_pixel), patches, intensity
+        return per_pixel, patches, intensity
 
     # -- compiled functions -----------------------------------------------------------------
     def _make_step(self, update_probe: bool, update_positions: bool) -> Callable:
@@ -124,14 +124,24 @@ class Engine:
 
         ops, cfg, c, s2 = self.ops, self.cfg, self.c, self.s2
         alpha = float(cfg.alpha)
+        poisson = cfg.loss == "poisson"
         def objective(o_re, o_im, zero, p_re, p_im, pos_b, counts_b, valid_b):
             # ``zero`` is a zero canvas extracted with the object: its gradient is the batch
             # illumination sum_b |P|^2 placed (the adjoint of extraction applied to |P|^2), and
             # it adds nothing to the loss or to the other gradients.
-            loss, patches, _ = self.batch_loss((o_re, o_im, zero), p_re, p_im, pos_b, counts_b,
-                                               valid_b)
+            per_pixel, patches, intensity = self.batch_loss(
+                (o_re, o_im, zero), p_re, p_im, pos_b, counts_b, valid_b)
+            loss = ops.sum(per_pixel)
+            surrogate = loss
+            if poisson:
+                # Diagonal Newton scaling in the detector: the Poisson curvature in the modulus
+                # a = sqrt(I) is 2 + 2k/I, so each pixel's gradient is weighted by 2I / (I + k)
+                # (1 at a fit, where c = 4 holds). The direction stays bounded where I << k,
+                # which a plain Poisson gradient (~k / a) is not; the loss itself is unchanged.
+                weight = ops.stop_gradient(2.0 * intensity / (intensity + counts_b + _TINY))
+                surrogate = ops.sum(weight * per_pixel)
             probe_int = ops.stop_gradient(p_re * p_re + p_im * p_im)
-            return loss + ops.sum(patches[2] * probe_int), (loss, patches[:2])
+            return surrogate + ops.sum(patches[2] * probe_int), (loss, patches[:2])
 
         grad_fn = autodiff.value_and_grad(objective, argnums=(0, 1, 2, 3, 4, 5))
 
@@ -197,8 +207,9 @@ class Engine:
             def sums(o_re, o_im, p_re, p_im, pos, idx, counts, valid):
                 counts_b = ops.take(counts, idx, axis=0)
                 valid_b = ops.take(valid, idx, axis=0) if self.masked else valid
-                loss, _, intensity = self.batch_loss((o_re, o_im), p_re, p_im,
-                                                     ops.take(pos, idx, axis=0), counts_b, valid_b)
+                per_pixel, _, intensity = self.batch_loss(
+                    (o_re, o_im), p_re, p_im, ops.take(pos, idx, axis=0), counts_b, valid_b)
+                loss = ops.sum(per_pixel)
                 if self.masked:
                     intensity, counts_b = intensity * valid_b, counts_b * valid_b
                 return loss, ops.sum(intensity), ops.sum(counts_b)
