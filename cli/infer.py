@@ -8,6 +8,12 @@ Examples::
 Writes under ``--output_dir``: ``reconstructed_amplitude.png``, ``reconstructed_phase.png``,
 ``reconstruction.npz``, ``inference.log`` and, when the test NPZ has ``objectGuess``,
 ``metrics.json`` and ``comparison_plot.png``. Any backend reads a bundle written by any other.
+
+With ``--refine_iterations N`` the PINN's stitched object is refined for N iterations on the same
+forward model (:mod:`ptycho_k3.refine`): the files above then hold the refined object, the PINN's
+is kept as ``pinn_reconstruction.npz``, and ``refinement_history.json`` and ``convergence.png``
+are added (``refined_probe.png`` / ``position_corrections.png`` with ``--refine_probe`` /
+``--refine_positions``).
 Arguments are parsed and the bundle and data checked before Keras is imported.
 """
 
@@ -39,6 +45,8 @@ from ptycho_k3.cli._common import (
     select_backend,
     setup_logging,
 )
+from ptycho_k3.cli._refine import DEFAULTS as REFINE_DEFAULTS
+from ptycho_k3.cli._refine import add_refine_flags, refine_config
 from ptycho_k3.config_io import UNSET, explicit_values, ignored_settings, load_yaml
 
 PROG = "ptycho-infer"
@@ -60,6 +68,8 @@ DEFAULTS: dict[str, Any] = {
     "comparison_plot": False,
     "debug": False,
     "debug_dump": None,
+    "refine_iterations": 0,
+    **REFINE_DEFAULTS,
 }
 _LEGACY = ("torch_accelerator", "torch_num_workers", "torch_inference_batch_size")
 
@@ -105,6 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(p, "debug_dump", nargs="?", const="", default=UNSET, metavar="DIR",
              help="write patch grid / offsets / stats / canvas files (default "
                   "<output_dir>/debug_dump)")
+    add_refine_flags(p, "refine_iterations",
+                     "iterations of refinement started from the PINN's object (default 0 = none)")
+    add_bool(p, "compare_flat",
+             help="with refinement, also solve from a flat start and draw both curves")
     add_common(p)
     add_legacy_ignored(p, _LEGACY)
     return p
@@ -147,6 +161,7 @@ def resolve_options(args: argparse.Namespace, log: logging.Logger) -> dict[str, 
     for key in ("model_path", "test_data"):
         if options[key] in (None, ""):
             raise UsageError(f"--{key} is required")
+    options["refine"] = refine_config(options, options["refine_iterations"], options["seed"])
     return options
 
 
@@ -203,6 +218,10 @@ def reconstruct_and_save(
     log.info("reconstructed %d groups in %.2f s (predict %.2f s, stitch %.2f s); object %dx%d",
              len(rec.centres), time.perf_counter() - t0, rec.seconds_predict,
              rec.seconds_stitch, *st.obj.shape)
+    seconds_pinn = time.perf_counter() - t0
+    if options.get("refine") is not None and options["refine"].iterations > 0:
+        return _refine_and_save(out_dir, rec, scan, options=options, log=log, progress=progress,
+                                seconds_pinn=seconds_pinn)
     written = outputs.save_reconstruction_pngs(out_dir, st.obj, phase_vmin=options["phase_vmin"],
                                                phase_vmax=options["phase_vmax"])
     written.append(outputs.save_reconstruction_npz(
@@ -230,6 +249,32 @@ def reconstruct_and_save(
                                            st.M)
     return {"written": written, "metrics": metrics, "n_groups": len(rec.centres),
             "seconds_predict": rec.seconds_predict, "seconds_stitch": rec.seconds_stitch}
+
+
+def _refine_and_save(out_dir: Path, rec: Any, scan: Any, *, options: dict[str, Any],
+                     log: logging.Logger, progress: bool, seconds_pinn: float) -> dict[str, Any]:
+    """PINN object -> refinement -> the refined outputs (the PINN's own object is kept as
+    ``pinn_reconstruction.npz``)."""
+    from ptycho_k3 import outputs
+    from ptycho_k3.refine.workflow import Scoring, run_refinement
+
+    st = rec.stitched
+    written = [outputs.save_reconstruction_npz(
+        out_dir / "pinn_reconstruction.npz", st.obj, st.x0, st.y0, rec.centres[:, 0],
+        rec.centres[:, 1], st.M)]
+    scoring = None if scan.object is None else Scoring(scan.object, rec.centres, st.M)
+    summary = run_refinement(
+        out_dir, scan, options["refine"], start=st, start_label="PINN start",
+        compare_flat=bool(options["compare_flat"]), scoring=scoring, seconds_before=seconds_pinn,
+        log=log, progress=progress, phase_vmin=options["phase_vmin"],
+        phase_vmax=options["phase_vmax"])
+    metrics = summary["metrics"]
+    if metrics is not None:
+        log.info("PINN:    %s", _metrics_line(metrics["start"]))
+        log.info("refined: %s", _metrics_line(metrics))
+    return {"written": written + summary["written"], "metrics": metrics,
+            "n_groups": len(rec.centres), "seconds_predict": rec.seconds_predict,
+            "seconds_stitch": rec.seconds_stitch, "seconds_refine": summary["seconds"]}
 
 
 def _metrics_line(metrics: dict[str, Any]) -> str:
@@ -264,6 +309,10 @@ def run(args: argparse.Namespace) -> int:
                      int(options["subsample_seed"] if options["subsample_seed"] is not None
                          else options["seed"]), log)
     check_compatible(scan, info.params, str(info.path), options["gridsize"])
+    if options["refine"].iterations > 0:
+        from ptycho_k3.refine import measurements
+
+        measurements(scan)  # a pattern with no valid pixel is refused before any output
 
     from ptycho_k3.bundle import load_bundle
 

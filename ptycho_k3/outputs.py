@@ -82,14 +82,17 @@ def save_reconstruction_pngs(out_dir: str | os.PathLike, obj: np.ndarray, *,
 
 
 def save_reconstruction_npz(path: str | os.PathLike, obj: np.ndarray, x0: float, y0: float,
-                            xcoords: np.ndarray, ycoords: np.ndarray, M: int) -> Path:
+                            xcoords: np.ndarray, ycoords: np.ndarray, M: int,
+                            extra: dict[str, np.ndarray] | None = None) -> Path:
     """``reconstruction.npz``: the stitched object and where it sits.
 
     Keys: ``object`` complex64 ``(H, W)``; ``x0``, ``y0`` float64 scalars, scan coordinates of
     pixel ``[0, 0]`` (pixel ``[r, c]`` is scan position ``(x0 + c, y0 + r)``); ``amplitude``,
     ``phase`` float32 ``(H, W)``; ``xcoords``, ``ycoords`` float64 ``(B,)`` centres of the
-    reconstructed groups (object pixels); ``M`` the central crop side used for stitching.
-    No object arrays, so ``np.load(..., allow_pickle=False)`` reads it.
+    reconstructed groups (object pixels); ``M`` the central crop side used for stitching (and
+    for the scored region); plus ``extra`` arrays (a refinement adds ``probe`` complex64
+    ``(N, N)`` and, when it corrected them, ``positions`` / ``initial_positions`` float64
+    ``(M, 2)`` ``[x, y]``). No object arrays, so ``np.load(..., allow_pickle=False)`` reads it.
     """
     obj = np.asarray(obj, np.complex64)
     arrays = {
@@ -102,6 +105,7 @@ def save_reconstruction_npz(path: str | os.PathLike, obj: np.ndarray, x0: float,
         "ycoords": np.asarray(ycoords, np.float64),
         "M": np.int64(M),
     }
+    arrays.update(extra or {})
     return atomic_write(path, lambda fh: np.savez(fh, **arrays))
 
 
@@ -164,21 +168,38 @@ def save_comparison_plot(path: str | os.PathLike, obj: np.ndarray, gt: np.ndarra
     The reference is the ground truth under the reconstruction (same pixels, same frame); a
     uniform reference phase is drawn as it is (no crop, no crash).
     """
+    return save_comparison_columns(path, [("PINN", obj, x0, y0)], gt, phase_vmin=phase_vmin,
+                                   phase_vmax=phase_vmax)
+
+
+def save_comparison_columns(path: str | os.PathLike,
+                            columns: Sequence[tuple[str, np.ndarray, float, float]],
+                            gt: np.ndarray, *, phase_vmin: float | None = None,
+                            phase_vmax: float | None = None) -> Path:
+    """Phase (top row) and amplitude (bottom row) of reconstructions beside the ground truth.
+
+    Args:
+        columns: ``(label, obj, x0, y0)`` per reconstruction. Every column is drawn in the frame
+            of the first (its shape and origin), so all panels show the same pixels.
+        gt: complex ground truth in scan coordinates (origin 0).
+    """
     from matplotlib.figure import Figure
 
-    ref = ground_truth_window(np.asarray(gt), obj.shape, x0, y0)
-    fig = Figure(figsize=(10, 10), layout="constrained")
-    axes = fig.subplots(2, 2)
-    panels = [
-        (np.angle(obj), "PINN phase (rad)", "viridis", phase_vmin, phase_vmax),
-        (np.angle(ref), "Reference phase (rad)", "viridis", phase_vmin, phase_vmax),
-        (np.abs(obj), "PINN amplitude", "gray", None, None),
-        (np.abs(ref), "Reference amplitude", "gray", None, None),
-    ]
-    for ax, (img, title, cmap, lo, hi) in zip(axes.ravel(), panels, strict=True):
-        im = ax.imshow(img, cmap=cmap, vmin=lo, vmax=hi)
-        ax.set_title(title)
-        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    label0, obj0, fx0, fy0 = columns[0]
+    shape = np.asarray(obj0).shape
+    panels = [(label, ground_truth_window(np.asarray(obj), shape, fx0 - x0, fy0 - y0))
+              for label, obj, x0, y0 in columns]
+    panels.append(("Reference", ground_truth_window(np.asarray(gt), shape, fx0, fy0)))
+    k = len(panels)
+    fig = Figure(figsize=(5 * k, 10), layout="constrained")
+    axes = np.asarray(fig.subplots(2, k)).reshape(2, k)
+    for j, (label, img) in enumerate(panels):
+        for i, (values, what, cmap, lo, hi) in enumerate((
+                (np.angle(img), "phase (rad)", "viridis", phase_vmin, phase_vmax),
+                (np.abs(img), "amplitude", "gray", None, None))):
+            im = axes[i, j].imshow(values, cmap=cmap, vmin=lo, vmax=hi)
+            axes[i, j].set_title(f"{label} {what}")
+            fig.colorbar(im, ax=axes[i, j], fraction=0.046, pad=0.04)
     return _save_figure(path, fig, dpi=150)
 
 

@@ -53,6 +53,7 @@ class RefineResult:
             each batch just before its update), ``seconds`` (wall time since the start, monitor
             excluded) and whatever the monitor returned, per entry.
         scale: ``s`` used to turn amplitudes into counts.
+        illumination: float32 ``(H, W)`` ``sum |P|^2`` over the final positions (coverage).
     """
 
     obj: np.ndarray
@@ -63,10 +64,26 @@ class RefineResult:
     initial_positions: np.ndarray
     history: dict[str, list[Any]] = field(default_factory=dict)
     scale: float = 1.0
+    illumination: np.ndarray | None = None
 
     @property
     def iterations(self) -> int:
         return len(self.history.get("iteration", [1])) - 1
+
+    def lit(self, fraction: float = 0.05) -> np.ndarray:
+        """bool ``(H, W)``: pixels whose illumination is at least ``fraction`` of the maximum."""
+        if self.illumination is None:
+            return np.ones(self.obj.shape, bool)
+        return self.illumination >= fraction * float(self.illumination.max())
+
+    def as_stitch(self, M: int) -> Any:
+        """The object as a :class:`~ptycho_k3.stitch.StitchResult` (weight = illumination), so
+        the stitched-object tools (metrics, pictures) take it; ``M`` is recorded as given."""
+        from ptycho_k3.stitch import StitchResult
+
+        weight = self.illumination if self.illumination is not None else np.ones(
+            self.obj.shape, np.float32)
+        return StitchResult(obj=self.obj, weight=weight, x0=self.x0, y0=self.y0, M=M)
 
 
 def _curvature_constant(loss: str) -> float:

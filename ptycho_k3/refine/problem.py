@@ -138,3 +138,20 @@ def place(obj: np.ndarray, x0: float, y0: float, canvas: Canvas,
         region = out[r0:r1, c0:c1]
         region[keep] = src[keep]
     return out
+
+
+def illumination(probe: np.ndarray, positions: np.ndarray, canvas: Canvas) -> np.ndarray:
+    """``sum_j |P|^2`` placed at each position (nearest pixel), float32 ``(H, W)``.
+
+    For pictures and coverage only (the solver's own illumination is exact and bilinear).
+    """
+    p2 = np.abs(np.asarray(probe)) ** 2
+    n = p2.shape[-1]
+    out = np.zeros((canvas.height, canvas.width), np.float64)
+    corners = np.round(canvas.to_canvas(positions)).astype(np.int64) - n // 2
+    for cx, cy in corners:
+        r0, c0 = max(cy, 0), max(cx, 0)
+        r1, c1 = min(cy + n, canvas.height), min(cx + n, canvas.width)
+        if r1 > r0 and c1 > c0:
+            out[r0:r1, c0:c1] += p2[r0 - cy:r1 - cy, c0 - cx:c1 - cx]
+    return out.astype(np.float32)

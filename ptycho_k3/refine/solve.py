@@ -13,7 +13,7 @@ from ptycho_k3.config import RefineConfig
 from ptycho_k3.data import DataError, ScanData
 
 from .engine import Engine, RefineResult, _Progress, batches
-from .problem import Canvas, canvas_for, measurements, place
+from .problem import Canvas, canvas_for, illumination, measurements, place
 
 #: Spare canvas pixels beyond the windows, per side (room for position corrections).
 _MARGIN = 2
@@ -137,4 +137,5 @@ def refine(scan: ScanData, init_object: Any = None, config: RefineConfig | None 
                  + 1j * np.asarray(ops.convert_to_numpy(p_im))).astype(np.complex64)
     return RefineResult(obj=as_object(o_re, o_im), x0=canvas.x0, y0=canvas.y0, probe=probe_out,
                         positions=corrected, initial_positions=np.asarray(positions0, np.float64),
-                        history=history, scale=meas.scale)
+                        history=history, scale=meas.scale,
+                        illumination=illumination(probe_out, corrected, canvas))
