@@ -96,3 +96,30 @@ def smooth(x: np.ndarray, sigma: float) -> np.ndarray:
         for j in range(3):
             out += k[i, j] * xp[..., i : i + h, j : j + wd]
     return out
+
+
+def extract_at(canvas: np.ndarray, positions: np.ndarray, n: int) -> np.ndarray:
+    """canvas (H, W), positions (B, 2) [x, y] -> (B, n, n); patch pixel (i, j) samples the
+    canvas at (y - n/2 + i, x - n/2 + j), bilinear, by explicit loops over the four taps."""
+    canvas = np.asarray(canvas)
+    out = np.zeros((len(positions), n, n), dtype=np.result_type(canvas.dtype, np.float64))
+    grid = np.arange(n, dtype=np.float64) - n // 2
+    for b, (x, y) in enumerate(np.asarray(positions, np.float64)):
+        sy, sx = y + grid, x + grid
+        y0, x0 = np.floor(sy).astype(int), np.floor(sx).astype(int)
+        fy, fx = sy - y0, sx - x0
+        for yy, wy in ((y0, 1 - fy), (y0 + 1, fy)):
+            for xx, wx in ((x0, 1 - fx), (x0 + 1, fx)):
+                out[b] += wy[:, None] * wx[None, :] * canvas[yy][:, xx]
+    return out
+
+
+def scan_intensities(obj: np.ndarray, probe: np.ndarray, positions: np.ndarray,
+                     scale: float = 1.0) -> np.ndarray:
+    """s^2 |fftshift(FFT2(P * extract_at(O)))|^2 / N^2, float64."""
+    return (scale * diffract(probe[None] * extract_at(obj, positions, probe.shape[-1]))) ** 2
+
+
+def poisson_deviance(pred, obs, eps=1e-12):
+    pred, obs = np.asarray(pred, np.float64), np.asarray(obs, np.float64)
+    return pred - obs - obs * np.log((pred + eps) / (obs + eps))

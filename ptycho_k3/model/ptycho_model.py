@@ -27,7 +27,8 @@ class PtychoModel(keras.Model):
     diffraction terms; ``label_amp`` / ``label_phase`` ``(B, N, N, C)`` for the label terms.
 
     The total loss is ``sum_k w_k * term_k`` where every term is a plain mean over all its
-    elements (label terms: over the region the decoder fills, ``support``). Each term is logged
+    elements (``nll`` is the Poisson NLL reported as its deviance, NLL minus its perfect-fit
+    value, per pixel) (label terms: over the region the decoder fills, ``support``). Each term is logged
     under its own name (``nll``, ``mae``, ``realspace_mae``, ``tv``, ``amp_mae``, ``phase_mae``),
     with ``val_`` prefixes on validation data, identically on every backend.
     """
@@ -50,7 +51,9 @@ class PtychoModel(keras.Model):
         names = set(self.loss_spec.metric_names)
         if "nll" in names:
             k = ops.square(y["amplitude"])
-            terms["nll"] = physics.mean_poisson_nll(y_pred["pred_intensity"], k)
+            # The deviance: the NLL minus its value at a perfect fit (a constant of the data, so
+            # the same gradients), which falls towards 0 instead of sitting near -4e6.
+            terms["nll"] = physics.mean_poisson_deviance(y_pred["pred_intensity"], k)
         if "mae" in names:
             terms["mae"] = physics.amplitude_mae(y_pred["pred_amp_scaled"], y["amplitude"])
         if "amp_mae" in names:

@@ -22,6 +22,7 @@ _MODULES = {
     "ptycho_inference": "infer",
     "ptycho-evaluate": "evaluate",
     "ptycho-simulate": "simulate",
+    "ptycho-reconstruct": "reconstruct",
 }
 
 
