@@ -59,6 +59,23 @@ def _make_inputs(tmp: Path, case: str) -> list[str]:
     if case == "bad_yaml":
         (tmp / "c.yaml").write_text("N: [64\n")
         return ["ptycho-train", "--train_data_file", str(good), "--config", str(tmp / "c.yaml")]
+    recon = ["ptycho-reconstruct", "--test_data", str(good)]
+    if case == "refine_negative_iterations":
+        return ["ptycho-infer", "--model_path", str(tmp), "--test_data", str(good),
+                "--refine_iterations", "-1"]
+    if case == "refine_bad_batch":
+        return [*recon, "--refine_batch", "0"]
+    if case == "refine_bad_alpha":
+        return [*recon, "--refine_alpha", "2"]
+    if case == "refine_bad_loss":
+        return [*recon, "--refine_loss", "l2"]
+    if case == "reconstruct_no_data":
+        return ["ptycho-reconstruct", "--iterations", "3"]
+    if case == "reconstruct_pinn_without_model":
+        return [*recon, "--init", "pinn"]
+    if case == "refine_no_diffraction":
+        return ["ptycho-reconstruct", "--test_data",
+                str(write_scan(tmp / "x.npz", diff3d=None)), "--iterations", "3"]
     bundle_dir = tmp / "model"
     bundle_dir.mkdir()
     zp = bundle_dir / "wts.h5.zip"
@@ -110,6 +127,13 @@ CASES = {
     "future_bundle": "format version 99",
     "incomplete_bundle": "missing diffraction_to_obj/model.weights.h5",
     "no_bundle_dir": "holds no wts.h5.zip",
+    "refine_negative_iterations": "expected an integer >= 0, got '-1'",
+    "refine_bad_batch": "expected a positive integer, got '0'",
+    "refine_bad_alpha": "refine alpha must be in (0, 1]",
+    "refine_bad_loss": "invalid choice: 'l2'",
+    "reconstruct_no_data": "--test_data is required",
+    "reconstruct_pinn_without_model": "--init pinn needs --model_path",
+    "refine_no_diffraction": "missing key 'diff3d'",
 }
 
 
@@ -137,18 +161,21 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, case, caps
                                                             monkeypatch):
     """Every case through the commands' ``main()`` in-process (fails before Keras loads)."""
     from ptycho_k3.cli import infer as infer_cli
+    from ptycho_k3.cli import reconstruct as reconstruct_cli
     from ptycho_k3.cli import train as train_cli
 
     inputs, cwd, out = _dirs(tmp_path)
     script, *args = _make_inputs(inputs, case)
     before = sorted(p.name for p in inputs.rglob("*"))
     monkeypatch.chdir(cwd)
-    main = {"ptycho-train": train_cli.main, "ptycho-infer": infer_cli.main}[script]
+    main = {"ptycho-train": train_cli.main, "ptycho-infer": infer_cli.main,
+            "ptycho-reconstruct": reconstruct_cli.main}[script]
     rc = main([*args, "--output_dir", str(out)])
     _check(case, rc, capsys.readouterr().err, script, out, cwd, inputs, before)
 
 
-@pytest.mark.parametrize("case", ["n63", "unknown_backend", "legacy_tf_bundle", "nan"])
+@pytest.mark.parametrize("case", ["n63", "unknown_backend", "legacy_tf_bundle", "nan",
+                                  "refine_negative_iterations", "refine_no_diffraction"])
 def test_bad_input_as_typed(tmp_path, case):
     """The same through the installed console scripts in a subprocess."""
     inputs, cwd, out = _dirs(tmp_path)
