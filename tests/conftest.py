@@ -26,15 +26,15 @@ settings.register_profile(
 settings.register_profile("thorough", max_examples=300, deadline=None, derandomize=False)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
-#: Golden outputs of the original PtychoPINN, beside the checkout (../shared/reference/oracle).
-ORACLE = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "oracle"
+#: Golden outputs of the original PtychoPINN, committed with the tests (see fixtures/README.md).
+ORACLE = Path(__file__).resolve().parent / "fixtures"
 
 
 @pytest.fixture(scope="session")
 def oracle():
     """``(inputs, outputs)`` dicts of the oracle NPZ files; a missing file fails, never skips."""
     if not (ORACLE / "oracle_in.npz").exists() or not (ORACLE / "oracle_out.npz").exists():
-        pytest.fail(f"oracle files not found under {ORACLE} (the checkout's ../shared/)")
+        pytest.fail(f"oracle files not found under {ORACLE}")
     with np.load(ORACLE / "oracle_in.npz") as fin, np.load(ORACLE / "oracle_out.npz") as fout:
         return {k: fin[k] for k in fin.files}, {k: fout[k] for k in fout.files}
 

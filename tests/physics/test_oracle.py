@@ -1,8 +1,8 @@
-"""Golden tests: our physics against outputs of the original PtychoPINN (shared/reference/oracle).
+"""Golden tests: our physics against outputs of the original PtychoPINN (tests/fixtures/oracle_*).
 
-Tolerance: the README there promises ~1e-5 relative agreement for float32 work; we use
+Tolerance: a float64 NumPy restatement agrees with the oracle to 1.5e-5 relative; we use
 ``atol = 2e-5 * max|expected|`` (FFT of 64x64 and bilinear sums accumulate float32 rounding).
-Outputs the README says NOT to match (the opposite-sign translation path, the batch-collapse
+Outputs fixtures/README.md marks as NOT to match (the opposite-sign translation path, the batch-collapse
 layer, the unseeded Poisson draw) are checked to differ, so a regression towards them fails.
 """
 
