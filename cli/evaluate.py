@@ -6,8 +6,9 @@ Example::
         --output recon/metrics.json
 
 The ground truth is ``objectGuess`` of a scan NPZ (or ``object`` / ``objectGuess`` of any NPZ),
-in scan coordinates; the reconstruction's ``x0``/``y0`` place it (metrics.md). Phase metrics are
-reported as not applicable when the ground-truth phase is uniform. Needs no Keras.
+in scan coordinates; the reconstruction's ``x0``/``y0`` place it (docs/conventions.md §17-§18).
+Phase metrics are reported as not applicable when the ground-truth phase is uniform. Needs no
+Keras.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """Illumination and far-field diffraction of exit waves.
 
-Conventions (physics.md §7-§8): the exit wave is ``Psi = P * O`` (complex product, pixel by pixel);
+Conventions (docs/conventions.md §7-§8): the exit wave is ``Psi = P * O`` (complex product, pixel
+by pixel);
 the far-field amplitude is ``A = sqrt(fftshift(|FFT2(Psi)|^2) / N^2)`` over the last two axes, with
 the unnormalised DFT, no zero padding and DC at pixel ``(N // 2, N // 2)``. Dividing by ``N^2``
 makes it Parseval-exact: ``sum A^2 = sum |Psi|^2``. Units: if ``Psi`` is in sqrt(counts) per object

@@ -1,4 +1,4 @@
-"""Conversions between the original's tensor layouts (physics.md §2).
+"""Conversions between the original's tensor layouts (docs/conventions.md §2).
 
 - channel: ``(B, N, N, C)``, channel c = member c of a group (channels-last);
 - groups:  ``(B, C, N, N)``, images in the last two axes, as ``physics`` functions take them;

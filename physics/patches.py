@@ -1,9 +1,9 @@
 """Patch extraction from, and overlap reassembly onto, one object canvas per group.
 
-Geometry (physics.md §3-§5): canvas pixel ``(P // 2, P // 2)`` represents the group centre; patch
-pixel ``(n // 2, n // 2)`` is the patch reference pixel. Member ``c`` of a group has the relative
-offset ``offset_c = [dx, dy]`` (x = column, y = row, pixels), which points from the member towards
-the group centre.
+Geometry (docs/conventions.md §3-§5): canvas pixel ``(P // 2, P // 2)`` represents the group
+centre; patch pixel ``(n // 2, n // 2)`` is the patch reference pixel. Member ``c`` of a group has
+the relative offset ``offset_c = [dx, dy]`` (x = column, y = row, pixels), which points from the
+member towards the group centre.
 
 - extraction: ``patch_c = centre_crop_n(translate(canvas, +offset_c))``;
 - reassembly: ``canvas = sum_c translate(pad_centre_P(patch_c), -offset_c)``.

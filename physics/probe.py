@@ -1,4 +1,4 @@
-"""Probe construction and normalisation (physics.md §6). Set-up time, NumPy in and out.
+"""Probe construction and normalisation (docs/conventions.md §6). Set-up time, NumPy in and out.
 
 All discs here are centred on the array's geometric centre ``((N - 1) / 2, (N - 1) / 2)``, half a
 pixel before the patch reference pixel ``N / 2``.

@@ -1,4 +1,4 @@
-"""Intensity scale and dataset normalisation (physics.md §9).
+"""Intensity scale and dataset normalisation (docs/conventions.md §9).
 
 These run once at set-up on NumPy arrays (they are not part of the graph), so they return Python
 floats computed in float64.

@@ -6,7 +6,7 @@ This is the composition the iterative refinement (:mod:`ptycho_k3.refine`) diffe
     psi_j   = P * patch_j                   (``diffraction.illuminate``)
     I_j     = s^2 * fftshift(|FFT2 psi_j|^2) / N^2     (``diffraction.far_field_intensity``)
 
-Geometry (docs/conventions.md): positions are ``[x, y]`` = [column, row] in canvas pixels and
+Geometry (docs/conventions.md §21): positions are ``[x, y]`` = [column, row] in canvas pixels and
 mark the patch reference pixel, so ``patch[N/2, N/2] = O(y, x)``; patch pixel ``(i, j)`` shows
 canvas point ``(y - N/2 + i, x - N/2 + j)``. This is the same sampling as
 :func:`~ptycho_k3.physics.patches.extract_patches` (content moves by +offset, bilinear) and as the

@@ -1,9 +1,10 @@
 """Bilinear sub-pixel translation written as two small matrix products.
 
-Convention (physics.md §3): ``translate(img, (tx, ty))`` returns ``out[y, x] = img[y - ty, x - tx]``,
-so content moves by **+t**. x is the column (last axis), y the row (second-to-last axis). Samples are
-taken bilinearly from the integer neighbours ``floor(s)`` and ``floor(s) + 1``; a neighbour outside
-the image contributes nothing and the remaining weights are not renormalised (zero fill per corner).
+Convention (docs/conventions.md §3): ``translate(img, (tx, ty))`` returns
+``out[y, x] = img[y - ty, x - tx]``, so content moves by **+t**. x is the column (last axis), y the
+row (second-to-last axis). Samples are taken bilinearly from the integer neighbours ``floor(s)``
+and ``floor(s) + 1``; a neighbour outside the image contributes nothing and the remaining weights
+are not renormalised (zero fill per corner).
 
 The operator is separable, and a 1-D bilinear resampling onto a grid is a matrix whose row ``i``
 holds the "hat" weights ``max(0, 1 - |k - s_i|)`` over source pixels ``k``. Writing the shift as

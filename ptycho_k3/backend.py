@@ -5,8 +5,8 @@ Keras fixes its backend on first import, so a command parses its arguments, call
 (sets ``KERAS_BACKEND``), and only then imports anything that imports Keras. Importing this module
 imports neither Keras nor a framework.
 
-The original's three selector functions (cli.md §9) are kept as thin wrappers for callers such as
-ptychodus: :func:`run_cdi_example_with_backend`, :func:`train_cdi_model_with_backend` and
+The original's three selector functions (docs/conventions.md §20) are kept as thin wrappers for
+callers such as ptychodus: :func:`run_cdi_example_with_backend`, :func:`train_cdi_model_with_backend` and
 :func:`load_inference_bundle_with_backend`.
 """
 
@@ -193,7 +193,7 @@ def skip_unused_frameworks(backend: str) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------
-# The original's selector API (cli.md §9), for callers such as ptychodus.
+# The original's selector API (docs/conventions.md §20), for callers such as ptychodus.
 
 
 def _activate_for(config: Any) -> str:

@@ -41,7 +41,7 @@ def _finite_nonneg(name: str, value: float) -> None:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Architecture and physics settings (model.md; defaults are the original CLI's).
+    """Architecture and physics settings (docs/conventions.md §12; defaults are the original CLI's).
 
     ``hidden_activation`` is the activation of every hidden convolution (the original's ReLU);
     a smooth one (swish, gelu) makes float32 gradients comparable across backends in tests.
@@ -141,7 +141,7 @@ class ModelConfig:
 
     @property
     def canvas_size(self) -> int:
-        """Per-group canvas side P (physics.md §4)."""
+        """Per-group canvas side P (docs/conventions.md §4)."""
         return self.N + (self.gridsize - 1) * self.offset + self.max_position_jitter
 
     def to_dict(self) -> dict[str, Any]:

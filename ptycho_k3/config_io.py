@@ -1,7 +1,7 @@
 """YAML configuration files and the precedence merge: explicit flag > YAML > ``_metadata`` > default.
 
 The original let argparse defaults overwrite flat YAML keys, let a nested ``model:`` block beat
-explicit flags, dropped unknown keys silently and read ``1e9`` as a string (pitfalls.md #22, #23).
+explicit flags, dropped unknown keys silently and read ``1e9`` as a string (docs/legacy.md §18, §19).
 Here:
 
 - :func:`load_yaml` reads with ``yaml.safe_load`` semantics plus a float resolver for exponent
@@ -58,7 +58,7 @@ TRAINING_KEYS = frozenset(f.name for f in dataclasses.fields(TrainingConfig)) - 
 
 #: The original's options that ptycho-k3 accepts (so old command lines and YAML files still
 #: work) but does not implement, with the original's defaults: setting one to another value
-#: warns once that it is ignored (pitfalls.md #25).
+#: warns once that it is ignored (docs/legacy.md §21).
 LEGACY_IGNORED: dict[str, Any] = {
     # model (torch-only operators and soft mask)
     "fno_modes": 12, "fno_width": 32, "fno_blocks": 4, "fno_cnn_blocks": 2,
@@ -298,7 +298,7 @@ def merge_training(
 
 
 def nphotons_message(merged: Merged, metadata_nphotons: float | None) -> str:
-    """One log line saying where nphotons came from (pitfalls.md #23)."""
+    """One log line saying where nphotons came from (docs/legacy.md §19)."""
     value, source = merged.config.nphotons, merged.sources.get("nphotons", "default")
     where = {"flag": "--nphotons", "yaml": "the --config file", "metadata":
              "the training file's _metadata", "default": "the default"}[source]

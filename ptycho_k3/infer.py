@@ -42,7 +42,7 @@ class Reconstruction:
 
 def inference_group_count(n_positions: int, gridsize: int, n_groups: int | None) -> int:
     """Groups to reconstruct: all positions (gs 1) or ``positions // gs^2`` (gs > 1), capped by
-    ``n_groups`` when given, never below 1 (the original's rule, cli.md §7)."""
+    ``n_groups`` when given, never below 1 (the original's rule, docs/conventions.md §14)."""
     available = n_positions if gridsize == 1 else n_positions // (gridsize * gridsize)
     available = max(1, available)
     return available if n_groups is None else max(1, min(int(n_groups), available))

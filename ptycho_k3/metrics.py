@@ -1,6 +1,6 @@
 """Evaluation of a reconstructed object against ground truth (NumPy/SciPy, no Keras).
 
-Implements ``shared/reference/metrics.md`` §2-§3 with the ptycho-k3 decisions:
+Implements ``docs/conventions.md`` §18 with the ptycho-k3 decisions:
 
 * **Alignment** (:func:`align_for_evaluation`): the stitched canvas is placed in the object frame by
   geometry (its origin ``x0``, ``y0``), both images are cropped to ``bbox(scan positions) ± M/2``
@@ -277,7 +277,7 @@ def _square_crop(img: np.ndarray) -> np.ndarray:
 
 
 def frc_curve(target: Any, pred: Any) -> np.ndarray:
-    """FRC curve per metrics.md §3.8.
+    """FRC curve per docs/conventions.md §18 (FRC).
 
     Non-square images are centre-cropped to a square of side ``n``; ``F = fftshift(fft2(img))``
     without window; ring index ``round(sqrt(r^2 + c^2))`` with ``r, c`` measured from index
@@ -567,7 +567,7 @@ def register(
     max_subpixel: float = 1.0,
     valid: np.ndarray | None = None,
 ) -> Registration:
-    """Bounded registration of a reconstruction onto the ground truth (metrics.md §2).
+    """Bounded registration of a reconstruction onto the ground truth (docs/conventions.md §18).
 
     1. Integer search: for every ``(dy, dx)`` with ``|dy|, |dx| <= max_shift`` compute the NCC of
        the amplitudes of ``gt[m:-m, m:-m]`` and the same window of ``rec`` shifted by ``(dy, dx)``
@@ -678,7 +678,8 @@ def align_for_evaluation(
     max_subpixel: float = 1.0,
     border: int = 2,
 ) -> Alignment:
-    """Put a stitched reconstruction and the ground-truth object on common pixels (metrics.md §2).
+    """Put a stitched reconstruction and the ground-truth object on common pixels
+    (docs/conventions.md §18).
 
     Args:
         reconstruction: a :class:`ptycho_k3.stitch.StitchResult` (its ``x0``, ``y0``, ``M`` and
@@ -828,7 +829,7 @@ def score(
     ms_ssim_sigma: float = 1.0,
     frc_sigma: float = 0.0,
 ) -> dict[str, Any]:
-    """Score an aligned reconstruction against the ground truth (metrics.md §3, ptycho-k3 rules).
+    """Score an aligned reconstruction against the ground truth (docs/conventions.md §18).
 
     Args:
         rec, gt: complex ``(H, W)`` of equal shape (already aligned).

@@ -1,6 +1,6 @@
 """Position-based stitching of predicted patches into one object image (NumPy, no Keras).
 
-Conventions (``shared/reference/physics.md`` §3, ``metrics.md`` §1):
+Conventions (``docs/conventions.md`` §3, §17):
 
 * Positions are ``[x, y]`` = ``[column, row]`` in object pixels, float64.
 * Patch ``p`` (``N x N``) is centred on its position: patch pixel ``(N/2, N/2)`` shows the object at
@@ -333,7 +333,7 @@ class StreamingStitcher:
 
 
 def legacy_canvas_geometry(positions: np.ndarray, M: int) -> tuple[int, int, np.ndarray]:
-    """The original's canvas geometry (metrics.md §1).
+    """The original's canvas geometry (docs/conventions.md §17).
 
     Args:
         positions: float64 ``(n, 2)`` [x, y].

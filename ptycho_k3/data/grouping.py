@@ -1,10 +1,10 @@
-"""Grouping scan positions into ``C = gridsize^2`` nearest neighbours (data.md §2-§3).
+"""Grouping scan positions into ``C = gridsize^2`` nearest neighbours (docs/conventions.md §14).
 
 "Sample then group": draw seed positions, then for each seed pick ``C`` of its ``K`` nearest
 neighbours (the seed itself excluded). Every random choice comes from one
 ``numpy.random.Generator`` built from ``seed``; global NumPy state is never touched.
 
-Layouts (physics.md §2): channel format ``(B, N, N, C)``; offsets ``(B, 1, 2, C)`` with axis 2 =
+Layouts (docs/conventions.md §2): channel format ``(B, N, N, C)``; offsets ``(B, 1, 2, C)`` with axis 2 =
 ``[x, y]``; group centres ``(B, 1, 2, 1)``. Relative offsets are ``-(coord_c - centre)``: they point
 from a member towards its group centre and sum to zero per group.
 """
@@ -84,7 +84,7 @@ class GroupedData:
 
     Attributes:
         diffraction: float32 ``(B, N, N, C)`` amplitudes normalised to mean energy ``(N/2)^2``
-            per pattern over the whole grouped set (physics.md §9); a
+            per pattern over the whole grouped set (docs/conventions.md §9); a
             :class:`GroupedDiffraction` (gathered per batch) when grouped with ``lazy=True``.
         norm_factor: the factor that was multiplied into the raw amplitudes.
         coords_nn: float64 ``(B, 1, 2, C)`` member positions ``[x, y]`` (object pixels).
@@ -163,7 +163,7 @@ def _choose_members(nbrs: np.ndarray, seeds: np.ndarray, c: int,
                     rng: np.random.Generator) -> np.ndarray:
     """Pick ``c`` members per row of ``nbrs`` at random, in random order (vectorised)."""
     if nbrs.shape[1] < c:
-        # data.md §2: too few neighbours -> prepend the seed.
+        # docs/conventions.md §14: too few neighbours -> prepend the seed.
         nbrs = np.concatenate([seeds[:, None], nbrs], axis=1)
     s, k = nbrs.shape
     if k >= c:
@@ -175,7 +175,8 @@ def _choose_members(nbrs: np.ndarray, seeds: np.ndarray, c: int,
 
 def _oversampled_groups(points: np.ndarray, n_groups: int, c: int, pool: int,
                         rng: np.random.Generator) -> np.ndarray:
-    """data.md §2.4: C-combinations of each seed's ``pool`` neighbours, then a random draw."""
+    """Oversampling (docs/conventions.md §14): C-combinations of each seed's ``pool``
+    neighbours, then a random draw."""
     m = points.shape[0]
     per_seed = math.comb(pool, c)
     n_seeds = min(2 * math.ceil(n_groups / per_seed), m)
@@ -195,7 +196,8 @@ def group_indices(points: np.ndarray, gridsize: int, n_groups: int = 512,
                   neighbor_count: int = 4, seed: int = 0, sequential: bool = False,
                   enable_oversampling: bool = False,
                   neighbor_pool_size: int | None = None) -> np.ndarray:
-    """Member rows ``(B, C)`` for positions ``points`` ``(M, 2)`` ([x, y]); see data.md §2."""
+    """Member rows ``(B, C)`` for positions ``points`` ``(M, 2)`` ([x, y]); see
+    docs/conventions.md §14."""
     c = gridsize * gridsize
     m = points.shape[0]
     k = int(neighbor_count)
@@ -265,7 +267,7 @@ def group_scan(data: ScanData, gridsize: int, n_groups: int = 512, neighbor_coun
         neighbor_count: K nearest neighbours (seed excluded) that members are drawn from.
         seed: seed of the private generator for seeds and member choice.
         sequential: use the first ``n_groups`` positions as seeds instead of a random draw.
-        enable_oversampling: allow ``n_groups > M`` at gs > 1 (data.md §2.4).
+        enable_oversampling: allow ``n_groups > M`` at gs > 1 (docs/conventions.md §14).
         neighbor_pool_size: neighbours per seed for oversampling (default K).
         n_subsample: first keep a random subset of this many positions (sorted), drawn with
             ``subsample_seed`` (default ``seed``); recorded in ``subsample_indices``.
@@ -276,7 +278,7 @@ def group_scan(data: ScanData, gridsize: int, n_groups: int = 512, neighbor_coun
             indexed, instead of building the ``(B, N, N, C)`` array (memory flat in B).
 
     Returns:
-        GroupedData. Warns when relative offsets exceed the canvas margin (physics.md §4).
+        GroupedData. Warns when relative offsets exceed the canvas margin (docs/conventions.md §4).
     """
     rows = None
     scan = data

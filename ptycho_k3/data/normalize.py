@@ -1,4 +1,4 @@
-"""Dataset normalisation to mean energy (N/2)^2 per pattern (physics.md §9)."""
+"""Dataset normalisation to mean energy (N/2)^2 per pattern (docs/conventions.md §9)."""
 
 from __future__ import annotations
 

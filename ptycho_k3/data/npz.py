@@ -1,4 +1,4 @@
-"""Reading and writing scan NPZ files (data.md §1), with one clear error per broken rule.
+"""Reading and writing scan NPZ files (docs/conventions.md §13), with one clear error per broken rule.
 
 Units and conventions: coordinates are object pixels, x = column, y = row; diffraction is the
 far-field **amplitude** (sqrt(counts) up to a scale), DC at ``(N/2, N/2)``; the probe is on the
@@ -243,7 +243,7 @@ def _read_patches(r: _Reader, m: int, n: int) -> np.ndarray | None:
             continue
         a = r.numeric(key, complex_ok=True)
         if a.ndim >= 1 and a.shape[0] != m:
-            # data.md §1: Y with a different first axis is ignored, as in the original.
+            # docs/conventions.md §13: Y with a different first axis is ignored, as in the original.
             warnings.warn(f"{r.name}: key '{key}' has {a.shape[0]} patches but there are {m} scan "
                           "positions; ignoring it", stacklevel=3)
             continue
@@ -297,7 +297,7 @@ def _legacy_metadata(r: _Reader) -> Any:
 
 
 def load_npz(path: str | os.PathLike) -> ScanData:
-    """Load a scan NPZ (data.md §1) and check it.
+    """Load a scan NPZ (docs/conventions.md §13) and check it.
 
     Accepts ``diff3d`` or ``diffraction``; layouts (M, N, N), (M, N, N, 1) and legacy (N, N, M);
     float or integer amplitudes; missing ``xcoords_start``/``ycoords_start`` (default to the plain

@@ -1,4 +1,4 @@
-"""Synthetic test objects (data.md §4): lines, grf, points, diagonals.
+"""Synthetic test objects (docs/conventions.md §15): lines, grf, points, diagonals.
 
 Each generator returns a real, non-negative amplitude ``(size, size)`` float64 drawn from the
 caller's ``numpy.random.Generator``; :func:`make_object` adds the phase. NumPy/SciPy only.
@@ -92,7 +92,7 @@ _GENERATORS = {
 
 
 def set_phase(amplitude: np.ndarray) -> np.ndarray:
-    """Complex object with the original's ``set_phi`` phase (data.md §4), complex64.
+    """Complex object with the original's ``set_phi`` phase (docs/conventions.md §15), complex64.
 
     ``phi = pi * tanh((A - max A / 2) / (3 * mean A))``, max and mean over the given array.
     """

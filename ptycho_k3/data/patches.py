@@ -1,4 +1,4 @@
-"""Ground-truth patches cut from a full object at scan positions (physics.md §3).
+"""Ground-truth patches cut from a full object at scan positions (docs/conventions.md §3).
 
 The patch for position ``(x, y)`` is ``obj[y - N/2 : y + N/2, x - N/2 : x + N/2]``, so
 ``patch[N/2, N/2] = obj[y, x]``; fractional positions are sampled bilinearly, pixels outside the

@@ -1,4 +1,4 @@
-"""ptychodus product HDF5 import/export (data.md §6), with h5py.
+"""ptychodus product HDF5 import/export (docs/conventions.md §16), with h5py.
 
 Positions are stored in metres (``pixels * object pixel size``) and converted back to object
 pixels on reading. An optional ``raw_data/`` block carries the diffraction amplitudes (gzip) and

@@ -1,4 +1,4 @@
-"""Simulated ptychography datasets (data.md §4, physics.md §8-§10).
+"""Simulated ptychography datasets (docs/conventions.md §8-§10, §15).
 
 Recipe (the original's non-grid simulator, with ground truth at the true positions):
 1. patches ``O_m`` cut from the object at the scan positions (bilinear, ``patch[N/2,N/2]=O[y,x]``);
@@ -168,7 +168,7 @@ def simulate_train_test(object_kind: str = "lines", n: int = 64, n_images: int =
                         positions: str = "random", buffer: float | None = None,
                         phase: bool = True, chunk: int = 512,
                         progress: bool = False) -> tuple[ScanData, ScanData]:
-    """Two datasets from two different objects of one kind, same probe (data.md §5 "lines").
+    """Two datasets from two different objects of one kind, same probe (docs/conventions.md §10).
 
     The objects, positions and noise come from independent generators spawned from ``seed``.
     The test set uses the first ``n_test_images`` (default ``n_images``) positions of the same

@@ -12,7 +12,7 @@ from .physics_layer import PhysicsLayer
 @keras.saving.register_keras_serializable(package="ptycho_k3")
 class FarField(PhysicsLayer):
     """``call([re, im])`` ``(B, C, N, N)`` -> amplitude ``(B, N, N, C)`` channels-last,
-    ``fftshift(|FFT2 Psi|) / N`` with DC at ``(N/2, N/2)`` (physics.md §8).
+    ``fftshift(|FFT2 Psi|) / N`` with DC at ``(N/2, N/2)`` (docs/conventions.md §8).
     """
 
     def call(self, inputs):

@@ -17,7 +17,7 @@ class IntensityScale(PhysicsLayer):
     ``call(x, inverse=True)`` divides (input side: ``s X -> X``); ``inverse=False`` multiplies
     (output side: predicted amplitude -> sqrt(counts)). Calling this one layer at both ends shares
     the weight, so a trained scale acts on both. Trainable iff ``trainable`` (the config's
-    ``intensity_scale_trainable``); the original's scale never trained (model.md §3).
+    ``intensity_scale_trainable``); the original's scale never trained (docs/legacy.md §7).
 
     Args:
         initial_scale: ``s`` (> 0), e.g. ``physics.intensity_scale(nphotons, N)``.

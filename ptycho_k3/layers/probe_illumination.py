@@ -12,11 +12,11 @@ from .physics_layer import PhysicsLayer
 
 @keras.saving.register_keras_serializable(package="ptycho_k3")
 class ProbeIllumination(PhysicsLayer):
-    """Exit waves ``Psi = P * O`` (then optional smoothing, then optional mask; physics.md §7).
+    """Exit waves ``Psi = P * O`` (then optional smoothing, then optional mask; docs/conventions.md §7).
 
     ``call([obj_re, obj_im])`` with float32 ``(B, C, N, N)`` patches returns the ``(re, im)``
     exit-wave pair of the same shape. The probe is held as real weights ``probe_re`` and
-    ``probe_im`` ``(N, N)`` (normalised, physics.md §6), trainable iff ``trainable``.
+    ``probe_im`` ``(N, N)`` (normalised, docs/conventions.md §6), trainable iff ``trainable``.
 
     Args:
         n: probe side N.

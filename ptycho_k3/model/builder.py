@@ -75,7 +75,7 @@ def build_model(
     Args:
         config: architecture settings (validated).
         probe: complex ``(N, N)`` probe before normalisation (default: the disc probe); it is
-            normalised with ``config.probe_scale`` (physics.md §6) and held as real weights.
+            normalised with ``config.probe_scale`` (docs/conventions.md §6) and held as real weights.
         intensity_scale: initial ``s`` (default ``physics.intensity_scale(1e9, N)``).
         loss: the resolved loss (default: ``resolve_loss(config.model_type)``).
     """
@@ -126,7 +126,7 @@ def build_model(
             warnings.warn(
                 f"normalised probe energy {energy:.1f} < (N/2)^2 = {(n / 2) ** 2:.0f}: a bounded "
                 f"amplitude activation may not reach the data scale (probe_scale "
-                f"{config.probe_scale}; pitfalls.md #9)",
+                f"{config.probe_scale}; docs/legacy.md §9)",
                 stacklevel=2,
             )
         patches = PatchExtraction(n, name="patch_extraction")([*canvas, offsets])

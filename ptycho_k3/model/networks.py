@@ -1,4 +1,4 @@
-"""Encoder, decoders and decoder heads (model.md §4-§5), from standard Keras layers.
+"""Encoder, decoders and decoder heads (docs/conventions.md §12), from standard Keras layers.
 
 Tensors are ``(B, H, W, ch)`` with ``data_format='channels_last'`` and ``(B, ch, H, W)`` with
 ``'channels_first'`` (used under PyTorch, whose CPU convolutions are native NCHW: channels-last

@@ -22,7 +22,8 @@ def conv_params(models) -> int:
     )
 
 
-# model.md §8: bold values measured on the original, the rest from its per-layer arithmetic.
+# docs/conventions.md §12: four counts taken from the original network, the rest from per-layer
+# arithmetic.
 @pytest.mark.parametrize(
     ("kwargs", "expected"),
     [

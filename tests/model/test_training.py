@@ -34,7 +34,7 @@ def test_pinn_training_lowers_the_loss_and_trains_the_scale(scans):
     # the only term is the NLL (weight 1): logged terms are batch-size weighted like "loss"
     np.testing.assert_allclose(h["nll"], h["loss"], rtol=1e-5)
     np.testing.assert_allclose(h["val_nll"], h["val_loss"], rtol=1e-5)
-    # intensity_scale_trainable defaults to true and now really trains (model.md §3)
+    # intensity_scale_trainable defaults to true and now really trains (docs/legacy.md §7)
     assert abs(res.models.intensity_scale - res.input_scale) > 1e-4
     assert len(res.val_indices) == 2 and len(res.train_indices) == 38
 
