@@ -24,6 +24,7 @@ _SUBMODULE = {
     "groups_to_channels": "layout",
     "offsets_to_pairs": "layout",
     "pairs_to_offsets": "layout",
+    "absolute": "kinks",
     "amplitude_mae": "losses",
     "mean_poisson_deviance": "losses",
     "mean_poisson_nll": "losses",

@@ -3,11 +3,15 @@
 Every reduced loss is a plain mean over **all** elements of its inputs (batch, pixels and group
 members alike), so the value does not depend on the backend's own loss-reduction rules.
 Units: the diffraction-side losses take counts (intensities ``(s * A)^2``) or sqrt(counts).
+L1 terms use :func:`~ptycho_k3.physics.kinks.absolute`, so their gradient where two values are
+equal is 0 on every backend (``ops.abs`` would give 1 under JAX).
 """
 
 from __future__ import annotations
 
 from keras import ops
+
+from .kinks import absolute
 
 
 def poisson_nll(pred_intensity, obs_intensity, eps: float = 1e-12):
@@ -49,7 +53,8 @@ def mean_poisson_deviance(pred_intensity, obs_intensity, eps: float = 1e-12):
 
 def amplitude_mae(pred_amplitude, obs_amplitude):
     """Scalar mean of ``|pred - obs|`` over all elements (amplitudes in the same units)."""
-    return ops.mean(ops.abs(ops.cast(pred_amplitude, "float32") - ops.cast(obs_amplitude, "float32")))
+    return ops.mean(absolute(ops.cast(pred_amplitude, "float32")
+                             - ops.cast(obs_amplitude, "float32")))
 
 
 def total_variation(re, im):
@@ -63,11 +68,11 @@ def total_variation(re, im):
     def one(x):
         dy = x[..., 1:, :] - x[..., :-1, :]
         dx = x[..., :, 1:] - x[..., :, :-1]
-        return ops.mean(ops.abs(dy)) + ops.mean(ops.abs(dx))
+        return ops.mean(absolute(dy)) + ops.mean(absolute(dx))
 
     return one(re) + one(im)
 
 
 def realspace_mae(pred_re, pred_im, true_re, true_im):
     """Complex L1 in real space: ``mean(|re_p - re_t| + |im_p - im_t|)`` over all elements."""
-    return ops.mean(ops.abs(pred_re - true_re) + ops.abs(pred_im - true_im))
+    return ops.mean(absolute(pred_re - true_re) + absolute(pred_im - true_im))

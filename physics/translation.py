@@ -23,6 +23,8 @@ from __future__ import annotations
 
 from keras import ops
 
+from .kinks import absolute
+
 
 def shift_weights(offset, out_len: int, src_len: int, start: int = 0):
     """1-D bilinear resampling matrix for a shift by ``offset`` pixels.
@@ -45,7 +47,9 @@ def shift_weights(offset, out_len: int, src_len: int, start: int = 0):
     k = ops.arange(src_len, dtype="float32")
     i = ops.arange(out_len, dtype="float32") + float(start)
     grid = k[None, :] - i[:, None]
-    dist = ops.abs(grid + ops.expand_dims(ops.expand_dims(offset, -1), -1))
+    # The kinks of the hat (at integer offsets, a common case) get derivative 0 on every
+    # backend through ``absolute`` and ``relu`` (kinks.py).
+    dist = absolute(grid + ops.expand_dims(ops.expand_dims(offset, -1), -1))
     return ops.relu(1.0 - dist)
 
 

@@ -18,12 +18,13 @@ from hypothesis import HealthCheck, settings  # noqa: E402
 
 settings.register_profile(
     "default",
-    max_examples=30,
+    max_examples=50,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
     derandomize=True,
 )
-settings.register_profile("thorough", max_examples=300, deadline=None, derandomize=False)
+settings.register_profile("thorough", max_examples=500, deadline=None, derandomize=False,
+                          suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 #: Golden outputs of the original PtychoPINN, committed with the tests (see fixtures/README.md).

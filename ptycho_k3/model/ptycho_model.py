@@ -57,15 +57,16 @@ class PtychoModel(keras.Model):
         if "mae" in names:
             terms["mae"] = physics.amplitude_mae(y_pred["pred_amp_scaled"], y["amplitude"])
         if "amp_mae" in names:
-            terms["amp_mae"] = _masked_mean(ops.abs(y_pred["amplitude"] - y["label_amp"]), support)
+            terms["amp_mae"] = _masked_mean(
+                physics.absolute(y_pred["amplitude"] - y["label_amp"]), support)
         if "phase_mae" in names:
             terms["phase_mae"] = _masked_mean(
-                ops.abs(y_pred["phase"] - y["label_phase"]), support
+                physics.absolute(y_pred["phase"] - y["label_phase"]), support
             )
         if "realspace_mae" in names:
             amp, phase = y_pred["amplitude"], y_pred["phase"]
             la, lp = y["label_amp"], y["label_phase"]
-            diff = ops.abs(amp * ops.cos(phase) - la * ops.cos(lp)) + ops.abs(
+            diff = physics.absolute(amp * ops.cos(phase) - la * ops.cos(lp)) + physics.absolute(
                 amp * ops.sin(phase) - la * ops.sin(lp)
             )
             terms["realspace_mae"] = _masked_mean(diff, support)

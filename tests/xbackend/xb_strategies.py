@@ -1,0 +1,51 @@
+"""Hypothesis strategies for the cross-backend properties: what breaks backends.
+
+Inputs are drawn from a seeded NumPy generator whose seed is part of the example, alongside the
+shape and the *kind* of values (ordinary, near zero, large, with exact zeros), so a failure shrinks
+to the smallest shape, the simplest kind and a small seed. Offsets and positions come in kinds too:
+integer, fractional, negative, beyond the canvas.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import strategies as st
+
+seeds = st.integers(0, 2**32 - 1)
+batch = st.sampled_from([1, 2, 5])
+#: magnitudes that stay finite in float32 through squares and FFT sums (|x|^2 * N^2 < 3e38)
+magnitude = st.sampled_from([1.0, 1e-6, 1e3])
+zeros = st.sampled_from([0.0, 0.5, 1.0])
+offset_kind = st.sampled_from(["fractional", "integer", "negative", "beyond"])
+
+
+def real(rng: np.random.Generator, shape, scale: float = 1.0, zero_fraction: float = 0.0
+         ) -> np.ndarray:
+    x = rng.uniform(-1.0, 1.0, shape) * scale
+    if zero_fraction:
+        x = np.where(rng.random(shape) < zero_fraction, 0.0, x)
+    return x.astype(np.float32)
+
+
+def positive(rng: np.random.Generator, shape, scale: float = 1.0, zero_fraction: float = 0.0
+             ) -> np.ndarray:
+    return np.abs(real(rng, shape, scale, zero_fraction))
+
+
+def offsets(rng: np.random.Generator, shape, kind: str, reach: float) -> np.ndarray:
+    """``[dx, dy]`` offsets of a kind: fractional in (-reach, reach), integer, negative only,
+    or partly beyond ``reach`` (content shifted out of the canvas)."""
+    if kind == "integer":
+        x = rng.integers(-int(reach), int(reach) + 1, shape).astype(np.float64)
+    elif kind == "negative":
+        x = -rng.uniform(0.05, reach, shape)
+    elif kind == "beyond":
+        x = rng.uniform(-3 * reach - 2, 3 * reach + 2, shape)
+    else:
+        x = rng.uniform(-reach, reach, shape)
+    return x.astype(np.float32)
+
+
+def weights_for(rng: np.random.Generator, shapes) -> list[np.ndarray]:
+    """Fixed random weights of the gradient functional sum_k sum(out_k * w_k)."""
+    return [rng.standard_normal(s).astype(np.float32) for s in shapes]
