@@ -22,6 +22,7 @@ path in ``keras.ops``; :mod:`ptycho_k3.autodiff` supplies the gradient and the c
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 from collections.abc import Callable
@@ -90,149 +91,173 @@ def _curvature_constant(loss: str) -> float:
     return 4.0 if loss == "poisson" else 2.0
 
 
+@dataclass(frozen=True)
+class StepSpec:
+    """Everything a compiled step depends on besides its tensor arguments (hashable, so equal
+    problems share one compiled function: a second ``refine`` call does not recompile)."""
+
+    n: int
+    loss: str
+    s2: float
+    alpha: float
+    object_step: float
+    probe_step: float
+    position_step: float
+    max_shift: float
+    masked: bool
+    pos_hi: tuple[float, float]
+
+    @property
+    def c(self) -> float:
+        return _curvature_constant(self.loss)
+
+
+def batch_loss(spec: StepSpec, canvases, p_re, p_im, pos_b, counts_b, valid_b):
+    """Per-pixel loss of a batch (0 where invalid), its patches and the intensities.
+
+    ``canvases`` is a tuple of ``(H, W)`` tensors, the object's re and im first (see
+    :func:`ptycho_k3.physics.scan_forward`).
+    """
+    from keras import ops
+
+    from ptycho_k3 import physics
+
+    intensity, patches = physics.scan_forward(canvases, p_re, p_im, pos_b, math.sqrt(spec.s2))
+    if spec.loss == "poisson":
+        per_pixel = physics.poisson_deviance(intensity, counts_b)
+    else:
+        per_pixel = ops.square(ops.sqrt(ops.maximum(intensity, 1e-30)) - ops.sqrt(counts_b))
+    if spec.masked:
+        per_pixel = per_pixel * valid_b
+    return per_pixel, patches, intensity
+
+
+@functools.lru_cache(maxsize=64)
+def compiled_step(spec: StepSpec, update_probe: bool, update_positions: bool) -> Callable:
+    """The compiled minibatch update ``(o_re, o_im, p_re, p_im, pos, idx, counts, valid, zero)
+    -> (o_re, o_im, p_re, p_im, pos, loss)`` (module docstring)."""
+    from keras import ops
+
+    from ptycho_k3 import autodiff
+
+    c, s2, alpha = spec.c, spec.s2, float(spec.alpha)
+    poisson = spec.loss == "poisson"
+
+    def objective(o_re, o_im, zero, p_re, p_im, pos_b, counts_b, valid_b):
+        # ``zero`` is a zero canvas extracted with the object: its gradient is the batch
+        # illumination sum_b |P|^2 placed (the adjoint of extraction applied to |P|^2), and
+        # it adds nothing to the loss or to the other gradients.
+        per_pixel, patches, intensity = batch_loss(
+            spec, (o_re, o_im, zero), p_re, p_im, pos_b, counts_b, valid_b)
+        loss = ops.sum(per_pixel)
+        surrogate = loss
+        if poisson:
+            # Diagonal Newton scaling in the detector: the Poisson curvature in the modulus
+            # a = sqrt(I) is 2 + 2k/I, so each pixel's gradient is weighted by 2I / (I + k)
+            # (1 at a fit, where c = 4 holds). The direction stays bounded where I << k,
+            # which a plain Poisson gradient (~k / a) is not; the loss itself is unchanged.
+            weight = ops.stop_gradient(2.0 * intensity / (intensity + counts_b + _TINY))
+            surrogate = ops.sum(weight * per_pixel)
+        probe_int = ops.stop_gradient(p_re * p_re + p_im * p_im)
+        return surrogate + ops.sum(patches[2] * probe_int), (loss, patches[:2])
+
+    grad_fn = autodiff.value_and_grad(objective, argnums=(0, 1, 2, 3, 4, 5))
+
+    def regularised(x):
+        return c * s2 * ((1.0 - alpha) * x + alpha * ops.max(x)) + _TINY
+
+    def step(o_re, o_im, p_re, p_im, pos, idx, counts, valid, zero):
+        pos_b = ops.take(pos, idx, axis=0)
+        counts_b = ops.take(counts, idx, axis=0)
+        valid_b = ops.take(valid, idx, axis=0) if spec.masked else valid
+        (_, (loss, (pa_re, pa_im))), grads = grad_fn(
+            o_re, o_im, zero, p_re, p_im, pos_b, counts_b, valid_b)
+        g_re, g_im, illum, g_pre, g_pim, g_pos = grads
+        rate = spec.object_step / regularised(illum)
+        o_re, o_im = o_re - rate * g_re, o_im - rate * g_im
+        if update_probe:
+            obj_int = ops.sum(pa_re * pa_re + pa_im * pa_im, axis=0)
+            pdenom = regularised(obj_int)
+            power = ops.sum(p_re * p_re + p_im * p_im)
+            q_re = p_re - spec.probe_step * g_pre / pdenom
+            q_im = p_im - spec.probe_step * g_pim / pdenom
+            keep = ops.sqrt(power / (ops.sum(q_re * q_re + q_im * q_im) + _TINY))
+            p_re, p_im = q_re * keep, q_im * keep
+        if update_positions:
+            pos = _position_update(spec, pos, pos_b, idx, g_pos, pa_re, pa_im, p_re, p_im)
+        return o_re, o_im, p_re, p_im, pos, loss
+
+    return autodiff.compile_function(step)
+
+
+def _position_update(spec: StepSpec, pos, pos_b, idx, g_pos, pa_re, pa_im, p_re, p_im):
+    from keras import ops
+
+    probe_int = (p_re * p_re + p_im * p_im)[None, 1:-1, 1:-1]
+
+    def slope_energy(d_re, d_im):
+        return ops.sum((d_re * d_re + d_im * d_im) * probe_int, axis=(1, 2))
+
+    dx = slope_energy((pa_re[:, 1:-1, 2:] - pa_re[:, 1:-1, :-2]) * 0.5,
+                      (pa_im[:, 1:-1, 2:] - pa_im[:, 1:-1, :-2]) * 0.5)
+    dy = slope_energy((pa_re[:, 2:, 1:-1] - pa_re[:, :-2, 1:-1]) * 0.5,
+                      (pa_im[:, 2:, 1:-1] - pa_im[:, :-2, 1:-1]) * 0.5)
+    curvature = spec.c * spec.s2 * ops.stack([dx, dy], axis=1)
+    curvature = curvature + 1e-3 * ops.max(curvature) + _TINY
+    delta = -spec.position_step * g_pos / curvature
+    delta = ops.clip(delta, -spec.max_shift, spec.max_shift)
+    delta = delta - ops.mean(delta, axis=0, keepdims=True)
+    lo = float(spec.n // 2)
+    new_b = ops.clip(pos_b + delta, ops.convert_to_tensor(np.array([lo, lo], np.float32)),
+                     ops.convert_to_tensor(np.array(spec.pos_hi, np.float32)))
+    return ops.scatter_update(pos, ops.expand_dims(idx, 1), new_b)
+
+
+@functools.lru_cache(maxsize=64)
+def compiled_evaluate(spec: StepSpec) -> Callable:
+    """Compiled ``(o_re, o_im, p_re, p_im, pos, idx, counts, valid) -> (loss sum, predicted
+    sum, measured sum)`` of a batch (sums over valid pixels)."""
+    from keras import ops
+
+    from ptycho_k3 import autodiff
+
+    def sums(o_re, o_im, p_re, p_im, pos, idx, counts, valid):
+        counts_b = ops.take(counts, idx, axis=0)
+        valid_b = ops.take(valid, idx, axis=0) if spec.masked else valid
+        per_pixel, _, intensity = batch_loss(
+            spec, (o_re, o_im), p_re, p_im, ops.take(pos, idx, axis=0), counts_b, valid_b)
+        if spec.masked:
+            intensity, counts_b = intensity * valid_b, counts_b * valid_b
+        return ops.sum(per_pixel), ops.sum(intensity), ops.sum(counts_b)
+
+    return autodiff.compile_function(sums)
+
+
 class Engine:
-    """Compiled update and evaluation steps for one problem (counts, canvas, probe shape)."""
+    """The tensors of one problem (counts, valid pixels, the zero canvas) and its compiled
+    functions (shared between problems with the same :class:`StepSpec`)."""
 
     def __init__(self, meas: Measurements, canvas: Canvas, n: int, config: RefineConfig):
         from keras import ops
 
-        self.ops = ops
-        self.cfg = config
-        self.n = n
-        self.canvas = canvas
-        self.s2 = float(meas.scale) ** 2
-        self.c = _curvature_constant(config.loss)
-        self.counts = ops.convert_to_tensor(meas.counts)
         self.n_valid = float(meas.valid.sum())
         # Without invalid pixels the mask is not gathered or multiplied at all.
-        self.masked = bool(self.n_valid < meas.valid.size)
-        self.valid = ops.convert_to_tensor(meas.valid if self.masked else np.ones((), np.float32))
+        masked = bool(self.n_valid < meas.valid.size)
+        self.spec = StepSpec(
+            n=n, loss=config.loss, s2=float(meas.scale) ** 2, alpha=float(config.alpha),
+            object_step=float(config.object_step), probe_step=float(config.probe_step),
+            position_step=float(config.position_step),
+            max_shift=float(config.max_position_shift), masked=masked,
+            pos_hi=canvas.upper_position(n))
+        self.counts = ops.convert_to_tensor(meas.counts)
+        self.valid = ops.convert_to_tensor(meas.valid if masked else np.ones((), np.float32))
         self.zero = ops.zeros((canvas.height, canvas.width), dtype="float32")
-        lo = float(n // 2)
-        self.pos_lo = ops.convert_to_tensor(np.array([lo, lo], np.float32))
-        self.pos_hi = ops.convert_to_tensor(np.array(
-            [canvas.width - n // 2 - 1.001, canvas.height - n // 2 - 1.001], np.float32))
-        self._steps: dict[tuple[bool, bool], Callable] = {}
-        self._evaluate: Callable | None = None
-
-    # -- the loss, written once -------------------------------------------------------------
-    def batch_loss(self, canvases, p_re, p_im, pos_b, counts_b, valid_b):
-        """Per-pixel loss of a batch (0 where invalid), its patches and the intensities.
-
-        ``canvases`` is a tuple of ``(H, W)`` tensors, the object's re and im first (see
-        :func:`ptycho_k3.physics.scan_forward`).
-        """
-        from ptycho_k3 import physics
-
-        ops = self.ops
-        intensity, patches = physics.scan_forward(canvases, p_re, p_im, pos_b,
-                                                  math.sqrt(self.s2))
-        if self.cfg.loss == "poisson":
-            per_pixel = physics.poisson_deviance(intensity, counts_b)
-        else:
-            per_pixel = ops.square(ops.sqrt(ops.maximum(intensity, 1e-30)) - ops.sqrt(counts_b))
-        if self.masked:
-            per_pixel = per_pixel * valid_b
-        return per_pixel, patches, intensity
-
-    # -- compiled functions -----------------------------------------------------------------
-    def _make_step(self, update_probe: bool, update_positions: bool) -> Callable:
-        from ptycho_k3 import autodiff
-
-        ops, cfg, c, s2 = self.ops, self.cfg, self.c, self.s2
-        alpha = float(cfg.alpha)
-        poisson = cfg.loss == "poisson"
-        def objective(o_re, o_im, zero, p_re, p_im, pos_b, counts_b, valid_b):
-            # ``zero`` is a zero canvas extracted with the object: its gradient is the batch
-            # illumination sum_b |P|^2 placed (the adjoint of extraction applied to |P|^2), and
-            # it adds nothing to the loss or to the other gradients.
-            per_pixel, patches, intensity = self.batch_loss(
-                (o_re, o_im, zero), p_re, p_im, pos_b, counts_b, valid_b)
-            loss = ops.sum(per_pixel)
-            surrogate = loss
-            if poisson:
-                # Diagonal Newton scaling in the detector: the Poisson curvature in the modulus
-                # a = sqrt(I) is 2 + 2k/I, so each pixel's gradient is weighted by 2I / (I + k)
-                # (1 at a fit, where c = 4 holds). The direction stays bounded where I << k,
-                # which a plain Poisson gradient (~k / a) is not; the loss itself is unchanged.
-                weight = ops.stop_gradient(2.0 * intensity / (intensity + counts_b + _TINY))
-                surrogate = ops.sum(weight * per_pixel)
-            probe_int = ops.stop_gradient(p_re * p_re + p_im * p_im)
-            return surrogate + ops.sum(patches[2] * probe_int), (loss, patches[:2])
-
-        grad_fn = autodiff.value_and_grad(objective, argnums=(0, 1, 2, 3, 4, 5))
-
-        def regularised(x):
-            return c * s2 * ((1.0 - alpha) * x + alpha * ops.max(x)) + _TINY
-
-        def step(o_re, o_im, p_re, p_im, pos, idx, counts, valid, zero):
-            pos_b = ops.take(pos, idx, axis=0)
-            counts_b = ops.take(counts, idx, axis=0)
-            valid_b = ops.take(valid, idx, axis=0) if self.masked else valid
-            (_, (loss, (pa_re, pa_im))), grads = grad_fn(
-                o_re, o_im, zero, p_re, p_im, pos_b, counts_b, valid_b)
-            g_re, g_im, illum, g_pre, g_pim, g_pos = grads
-            rate = cfg.object_step / regularised(illum)
-            o_re, o_im = o_re - rate * g_re, o_im - rate * g_im
-            if update_probe:
-                obj_int = ops.sum(pa_re * pa_re + pa_im * pa_im, axis=0)
-                pdenom = regularised(obj_int)
-                power = ops.sum(p_re * p_re + p_im * p_im)
-                q_re = p_re - cfg.probe_step * g_pre / pdenom
-                q_im = p_im - cfg.probe_step * g_pim / pdenom
-                keep = ops.sqrt(power / (ops.sum(q_re * q_re + q_im * q_im) + _TINY))
-                p_re, p_im = q_re * keep, q_im * keep
-            if update_positions:
-                pos = self._position_update(pos, pos_b, idx, g_pos, pa_re, pa_im, p_re, p_im)
-            return o_re, o_im, p_re, p_im, pos, loss
-
-        return autodiff.compile_function(step)
-
-    def _position_update(self, pos, pos_b, idx, g_pos, pa_re, pa_im, p_re, p_im):
-        ops, cfg = self.ops, self.cfg
-        probe_int = (p_re * p_re + p_im * p_im)[None, 1:-1, 1:-1]
-
-        def slope_energy(d_re, d_im):
-            return ops.sum((d_re * d_re + d_im * d_im) * probe_int, axis=(1, 2))
-
-        dx = slope_energy((pa_re[:, 1:-1, 2:] - pa_re[:, 1:-1, :-2]) * 0.5,
-                          (pa_im[:, 1:-1, 2:] - pa_im[:, 1:-1, :-2]) * 0.5)
-        dy = slope_energy((pa_re[:, 2:, 1:-1] - pa_re[:, :-2, 1:-1]) * 0.5,
-                          (pa_im[:, 2:, 1:-1] - pa_im[:, :-2, 1:-1]) * 0.5)
-        curvature = self.c * self.s2 * ops.stack([dx, dy], axis=1)
-        curvature = curvature + 1e-3 * ops.max(curvature) + _TINY
-        delta = -cfg.position_step * g_pos / curvature
-        delta = ops.clip(delta, -cfg.max_position_shift, cfg.max_position_shift)
-        delta = delta - ops.mean(delta, axis=0, keepdims=True)
-        new_b = ops.clip(pos_b + delta, self.pos_lo, self.pos_hi)
-        return ops.scatter_update(pos, ops.expand_dims(idx, 1), new_b)
 
     def step(self, update_probe: bool, update_positions: bool) -> Callable:
-        key = (update_probe, update_positions)
-        if key not in self._steps:
-            self._steps[key] = self._make_step(*key)
-        return self._steps[key]
+        return compiled_step(self.spec, bool(update_probe), bool(update_positions))
 
     def evaluate(self) -> Callable:
-        """Compiled ``(o_re, o_im, p_re, p_im, pos, idx, counts, valid) -> (loss sum, predicted
-        sum, measured sum)`` of a batch (sums over valid pixels)."""
-        if self._evaluate is None:
-            from ptycho_k3 import autodiff
-
-            ops = self.ops
-
-            def sums(o_re, o_im, p_re, p_im, pos, idx, counts, valid):
-                counts_b = ops.take(counts, idx, axis=0)
-                valid_b = ops.take(valid, idx, axis=0) if self.masked else valid
-                per_pixel, _, intensity = self.batch_loss(
-                    (o_re, o_im), p_re, p_im, ops.take(pos, idx, axis=0), counts_b, valid_b)
-                loss = ops.sum(per_pixel)
-                if self.masked:
-                    intensity, counts_b = intensity * valid_b, counts_b * valid_b
-                return loss, ops.sum(intensity), ops.sum(counts_b)
-
-            self._evaluate = autodiff.compile_function(sums)
-        return self._evaluate
+        return compiled_evaluate(self.spec)
 
 
 def batches(m: int, batch: int, rng: np.random.Generator | None) -> list[np.ndarray]:

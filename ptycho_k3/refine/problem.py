@@ -97,11 +97,14 @@ class Canvas:
         """Scan-coordinate ``[x, y]`` -> canvas pixels (float64 ``(M, 2)``)."""
         return np.asarray(positions, np.float64) - np.array([self.x0, self.y0], np.float64)
 
+    def upper_position(self, n: int) -> tuple[float, float]:
+        """Largest ``[x, y]`` whose ``(n+1)``-window (``floor(x) + n/2`` its last column) lies
+        inside the canvas; the smallest is ``n/2``."""
+        return (self.width - n // 2 - 1e-3, self.height - n // 2 - 1e-3)
+
     def clamp(self, canvas_positions: np.ndarray, n: int) -> np.ndarray:
         """Canvas positions kept where every ``(n+1)``-window lies inside the canvas."""
-        lo = n // 2
-        hi = np.array([self.width, self.height], np.float64) - n // 2 - 1.0 - 1e-3
-        return np.clip(canvas_positions, lo, hi)
+        return np.clip(canvas_positions, n // 2, np.array(self.upper_position(n)))
 
 
 def canvas_for(positions: np.ndarray, n: int, margin: int = 2) -> Canvas:
@@ -129,7 +132,11 @@ def place(obj: np.ndarray, x0: float, y0: float, canvas: Canvas,
     median = float(np.median(np.abs(o[cov])))
     neutral = (mean / abs(mean) * median) if abs(mean) > 0 else median
     out = np.full((canvas.height, canvas.width), neutral, np.complex64)
-    dx, dy = int(round(x0)) - canvas.x0, int(round(y0)) - canvas.y0
+    if x0 != int(x0) or y0 != int(y0):
+        raise ValueError(f"the start object's origin ({x0}, {y0}) is not a whole pixel; place it "
+                         "on the integer frame first (ptycho_k3.stitch.stitch_patches, not the "
+                         "legacy layout)")
+    dx, dy = int(x0) - canvas.x0, int(y0) - canvas.y0
     r0, c0 = max(0, dy), max(0, dx)
     r1, c1 = min(canvas.height, dy + o.shape[0]), min(canvas.width, dx + o.shape[1])
     if r1 > r0 and c1 > c0:

@@ -10,7 +10,7 @@ import pytest
 from ptycho_k3.config import ConfigError, RefineConfig
 from ptycho_k3.data import DataError
 from ptycho_k3.refine import canvas_for, measurements, place, refine
-from ptycho_k3.refine.engine import Engine
+from ptycho_k3.refine.engine import Engine, batch_loss
 from ptycho_k3.refine.workflow import Scoring
 
 import reference as ref
@@ -43,8 +43,8 @@ def test_loss_and_object_gradient_match_the_numpy_forward_model(loss):
     def keras_loss(o_re, o_im):
         from keras import ops
 
-        per_pixel, _, _ = engine.batch_loss(
-            (o_re, o_im), tensor(p.real), tensor(p.imag), tensor(pos), tensor(meas.counts),
+        per_pixel, _, _ = batch_loss(
+            engine.spec, (o_re, o_im), tensor(p.real), tensor(p.imag), tensor(pos), tensor(meas.counts),
             engine.valid)
         return ops.sum(per_pixel)
 
