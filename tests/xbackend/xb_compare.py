@@ -21,7 +21,8 @@ STATS: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])
 
 
 def relative(a: np.ndarray, ref: np.ndarray, floor: float = 1e-30) -> float:
-    a, ref = np.asarray(a, np.float64), np.asarray(ref, np.float64)
+    kind = np.complex128 if np.iscomplexobj(a) or np.iscomplexobj(ref) else np.float64
+    a, ref = np.asarray(a, kind), np.asarray(ref, kind)
     assert a.shape == ref.shape, f"shape {a.shape} != {ref.shape}"
     if not (np.all(np.isfinite(a)) and np.all(np.isfinite(ref))):
         same = np.array_equal(np.isfinite(a), np.isfinite(ref)) and np.allclose(
