@@ -9,9 +9,9 @@ the minimal inputs. The per-property example counts and worst differences are pr
 from __future__ import annotations
 
 import pytest
+
 from xb_client import WorkerPool
 from xb_compare import STATS
-
 from xb_report import add_summary_line
 
 

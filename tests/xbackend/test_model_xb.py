@@ -22,11 +22,12 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from ptycho_k3.config import ModelConfig, TrainingConfig
+
 from xb_client import BACKENDS
 from xb_compare import agree
 from xb_strategies import seeds
-
-from ptycho_k3.config import ModelConfig, TrainingConfig
 
 pytestmark = pytest.mark.crossbackend
 
