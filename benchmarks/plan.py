@@ -18,8 +18,17 @@ TRAIN_SHAPES = (
 MEASURES = (
     "train_N64_gs1", "train_N64_gs2", "train_N128_gs1", "train_N64_gs1_bf16",
     "infer", "scaling", "gflops", "quality",
-    "cli",
+    "cli", "refine",
 )
+
+#: The peer of the ``refine`` measure (pty-chi): one worker, after the backends' refine workers.
+PEER_MEASURE = "refine_peer"
+#: pty-chi runs on PyTorch, so its worker simulates the scans under the torch backend.
+PEER_BACKEND = "torch"
+#: Measures whose records go to ``refine_latest.*`` instead of ``latest.*``.
+REFINE_GROUPS = ("refine", PEER_MEASURE)
+#: Everything a worker process can be asked to run.
+WORKER_MEASURES = (*MEASURES, PEER_MEASURE)
 
 
 @dataclass(frozen=True)
@@ -40,6 +49,14 @@ class Settings:
         quality_test_patterns: patterns reconstructed and scored.
         gflops_repeats: timed repeats of each matmul / forward pass.
         cli_repeats: timed CLI cold starts (after one untimed one that warms the disk cache).
+        refine_positions: scan positions of the realistic (LCLS fixture) refinement scan.
+        refine_iterations: fixed iteration budget of our refinement runs (flat and PINN start).
+        refine_peer_iterations: iteration (epoch) budget of the pty-chi runs.
+        refine_speed_iterations: iterations of one timed refinement repeat (the first, which
+            compiles, is excluded from the rate).
+        refine_speed_repeats: timed repeats of the speed run (median reported).
+        refine_pinn_groups, refine_pinn_epochs: training budget of the PINN that gives the
+            PINN start (full mode: the ``make demo`` budget).
     """
 
     quick: bool
@@ -54,18 +71,31 @@ class Settings:
     quality_test_patterns: int
     gflops_repeats: int
     cli_repeats: int
+    refine_positions: int
+    refine_iterations: int
+    refine_peer_iterations: int
+    refine_speed_iterations: int
+    refine_speed_repeats: int
+    refine_pinn_groups: int
+    refine_pinn_epochs: int
 
 
 QUICK = Settings(
     quick=True, train_groups=512, train_epochs=0, train_steps=(4, 3, 2, 4), infer_patterns=192,
     infer_repeats=2, scaling_patterns=(64, 256), quality_groups=256, quality_epochs=2,
     quality_test_patterns=192, gflops_repeats=5, cli_repeats=1,
+    refine_positions=1000, refine_iterations=15, refine_peer_iterations=15,
+    refine_speed_iterations=6, refine_speed_repeats=2, refine_pinn_groups=256,
+    refine_pinn_epochs=2,
 )
 
 FULL = Settings(
     quick=False, train_groups=512, train_epochs=3, train_steps=(8, 6, 6, 8), infer_patterns=1024,
     infer_repeats=3, scaling_patterns=(1000, 4000, 16000, 64000), quality_groups=512,
     quality_epochs=10, quality_test_patterns=1024, gflops_repeats=5, cli_repeats=3,
+    refine_positions=1000, refine_iterations=50, refine_peer_iterations=100,
+    refine_speed_iterations=12, refine_speed_repeats=3, refine_pinn_groups=512,
+    refine_pinn_epochs=10,
 )
 
 
@@ -76,5 +106,11 @@ def settings(quick: bool) -> Settings:
 
 def jobs(backends: tuple[str, ...], measures: tuple[str, ...]) -> list[tuple[str, str]]:
     """``(measure, backend)`` pairs, backends interleaved inside each measure so that drift
-    of a shared machine hits every backend alike."""
-    return [(m, b) for m in measures for b in backends]
+    of a shared machine hits every backend alike. ``refine`` is followed by one worker of its
+    peer (pty-chi, under :data:`PEER_BACKEND`), whatever the backends chosen."""
+    out = []
+    for m in measures:
+        out += [(m, b) for b in backends]
+        if m == "refine":
+            out.append((PEER_MEASURE, PEER_BACKEND))
+    return out

@@ -11,6 +11,8 @@ from typing import Any
 def _fmt(value: Any) -> str:
     if value is None:
         return "n/a"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)  # counts (iterations) stay whole
     v = float(value)
     if abs(v) >= 100:
         return f"{v:.0f}"
@@ -103,4 +105,113 @@ def plot_scaling(records, backends: Sequence[str], path: Path) -> None:
     axes[1].set_title("inference peak RSS (flat = constant)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# -- refine measure (refine_latest.md, refine_convergence.png) -------------------------------
+
+#: Rows that carry data for the plot or the header, not a number for the table.
+_REFINE_HIDDEN = (": history", "refine peer status")
+#: Table columns of the pty-chi peer, in order.
+PEER_COLUMNS = ("pty-chi LSQML", "pty-chi ePIE")
+
+
+def refine_columns(records: Sequence[dict[str, Any]], backends: Sequence[str]) -> list[str]:
+    """Our backends, then the pty-chi algorithms that produced records."""
+    present = {r["backend"] for r in records}
+    return [*backends, *(c for c in PEER_COLUMNS if c in present)]
+
+
+def fastest_backend(records: Sequence[dict[str, Any]], backends: Sequence[str]) -> str | None:
+    """The backend with the highest ``refine speed pattern-updates/s`` (None without any)."""
+    rates = {r["backend"]: r["value"] for r in records
+             if r["measure"] == "refine speed pattern-updates/s" and r["backend"] in backends
+             and r["value"]}
+    return max(rates, key=rates.get) if rates else None
+
+
+def peer_note(records: Sequence[dict[str, Any]]) -> str:
+    """What happened to the pty-chi peer (ran, skipped and why, or not run)."""
+    status = next((r for r in records if r["measure"] == "refine peer status"), None)
+    if status is None:
+        return "pty-chi: not run in this benchmark run"
+    cfg = status["config"]
+    if cfg.get("skipped"):
+        return f"pty-chi: **skipped** — {cfg.get('note')}"
+    return f"pty-chi: {cfg.get('note')}"
+
+
+def refine_markdown(records: Sequence[dict[str, Any]], backends: Sequence[str],
+                    header: str) -> str:
+    """The refine table: rows = measures (histories and status left out), columns = our backends
+    then pty-chi LSQML / ePIE."""
+    shown = [r for r in records if not any(r["measure"].endswith(h) for h in _REFINE_HIDDEN)]
+    return markdown(shown, refine_columns(records, backends), header)
+
+
+def _history(records, column: str, label: str) -> tuple[dict[str, list[float]], float] | None:
+    r = next((r for r in records if r["backend"] == column
+              and r["measure"] == f"refine {label}: history"), None)
+    if r is None:
+        return None
+    return r["config"]["history"], float(r["config"].get("seconds_offset", 0.0))
+
+
+def plot_refine(records: Sequence[dict[str, Any]], backend: str | None, path: Path) -> None:
+    """Amplitude SSIM, phase SSIM and loss (relative to iteration 1) against iteration and wall
+    seconds: rows demo and lcls scans; curves our flat start, our PINN start (demo; its seconds
+    start at the PINN inference time), pty-chi LSQML and ePIE. SSIM thresholds dotted."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    curves = []  # (scan, legend label, column, record label, style)
+    for scan in ("demo", "lcls"):
+        if backend is not None:
+            curves.append((scan, f"ptycho-k3 flat ({backend})", backend, f"{scan} flat", "C0-"))
+            curves.append((scan, f"ptycho-k3 PINN start ({backend})", backend, f"{scan} PINN",
+                           "C1-"))
+        curves.append((scan, "pty-chi LSQML (flat)", "pty-chi LSQML", f"{scan} flat", "C2--"))
+        curves.append((scan, "pty-chi ePIE (flat)", "pty-chi ePIE", f"{scan} flat", "C3--"))
+    panels = (("amplitude_ssim", "amplitude SSIM", (0.8, 0.9)),
+              ("phase_ssim", "phase SSIM", (0.95, 0.98)),
+              ("loss", "loss / loss at iteration 1", ()))
+    fig, axes = plt.subplots(4, 3, figsize=(15, 15))
+    for row, (scan, xkey) in enumerate([(s, x) for s in ("demo", "lcls")
+                                        for x in ("iteration", "seconds")]):
+        for col, (key, ylabel, thresholds) in enumerate(panels):
+            ax = axes[row, col]
+            for cscan, legend, column, label, style in curves:
+                found = _history(records, column, label) if cscan == scan else None
+                if found is None:
+                    continue
+                h, offset = found
+                x = np.asarray(h[xkey], float) + (offset if xkey == "seconds" else 0.0)
+                y = np.asarray(h[key], float)
+                if key == "loss":
+                    if len(y) < 2 or not np.isfinite(y[1]) or y[1] == 0:
+                        continue
+                    x, y = x[1:], y[1:] / y[1]
+                ax.plot(x, y, style, label=legend, lw=1.4)
+            for t in thresholds:
+                ax.axhline(t, color="0.5", ls=":", lw=0.8)
+            if key == "loss":
+                ax.set_yscale("log")
+            else:
+                ax.set_ylim(max(0.0, ax.get_ylim()[0]), 1.0)
+            if xkey == "seconds":
+                ax.set_xscale("symlog", linthresh=1.0)
+            ax.set_xlabel("iteration" if xkey == "iteration" else "wall seconds")
+            ax.set_ylabel(ylabel)
+            ax.set_title(f"{scan} scan: {ylabel} vs {xkey}", fontsize=10)
+            ax.grid(alpha=0.3, which="both")
+            if row == 0 and col == 0:
+                ax.legend(fontsize=8)
+    fig.suptitle("Refinement convergence: ptycho-k3 (" + (backend or "no backend")
+                 + ") vs pty-chi; each engine's own loss (ours: Poisson deviance, pty-chi: "
+                   "its displayed MSE of sqrt)", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -4,8 +4,10 @@ Usage (from the repository root): ``python -m benchmarks.run [--quick] [--backen
 [--measures ...] [--keep-going]``; ``BENCH_QUICK=1`` also selects the quick mode. Each
 (measure, backend) runs in its own worker process with ``KERAS_BACKEND`` set, backends
 interleaved inside each measure. Writes ``benchmarks/results/latest.json``, ``latest.md``,
-``throughput.png`` and ``scaling.png``. A failing worker stops the run with its stderr and a
-non-zero exit (``--keep-going`` runs the rest first and still exits non-zero).
+``throughput.png`` and ``scaling.png``; the ``refine`` measure (and its pty-chi peer worker)
+writes ``refine_latest.json``, ``refine_latest.md`` and ``refine_convergence.png`` instead, so
+``--measures refine`` alone leaves ``latest.*`` untouched. A failing worker stops the run with its
+stderr and a non-zero exit (``--keep-going`` runs the rest first and still exits non-zero).
 """
 
 from __future__ import annotations
@@ -22,8 +24,16 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import load_average, machine_info
-from benchmarks.plan import BACKENDS, MEASURES, jobs
-from benchmarks.report import markdown, plot_scaling, plot_throughput
+from benchmarks.plan import BACKENDS, MEASURES, PEER_MEASURE, REFINE_GROUPS, jobs
+from benchmarks.report import (
+    fastest_backend,
+    markdown,
+    peer_note,
+    plot_refine,
+    plot_scaling,
+    plot_throughput,
+    refine_markdown,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -76,18 +86,22 @@ def derived(records: list[dict[str, Any]], backends: tuple[str, ...]) -> list[di
     return out
 
 
-def header(quick: bool, started: dt.datetime, seconds: float, loads: list[float]) -> str:
-    """The markdown preamble: mode, commit, machine, load."""
+def header(quick: bool, started: dt.datetime, seconds: float, loads: list[float],
+           title: str = "ptycho-k3 benchmarks") -> str:
+    """The markdown preamble: mode, commit (``+dirty`` with uncommitted changes), machine, load."""
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
                                 capture_output=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=ROOT, text=True, capture_output=True, check=True).stdout
+        commit += "+dirty" if dirty.strip() else ""
     except (OSError, subprocess.CalledProcessError):
         commit = "unknown"
     m = machine_info()
     cores = m["cores"] or 1
     busy = max(loads, default=0.0) > BUSY_LOAD * cores
     lines = [
-        f"# ptycho-k3 benchmarks ({'quick' if quick else 'full'} mode)",
+        f"# {title} ({'quick' if quick else 'full'} mode)",
         "",
         f"- run: {started:%Y-%m-%d %H:%M} UTC, {seconds / 60:.1f} min, commit {commit}",
         f"- machine: {m['cpu']}, {cores} cores, {m['mem_gib']} GiB, AVX-512 {m['avx512f']}, "
@@ -102,6 +116,35 @@ def header(quick: bool, started: dt.datetime, seconds: float, loads: list[float]
                      f"{BUSY_LOAD} per core); absolute timings are pessimistic and noisy, "
                      "compare backends within this run only")
     return "\n".join(lines)
+
+
+def write_refine(records: list[dict[str, Any]], backends: tuple[str, ...], out_dir: Path,
+                 head: str) -> None:
+    """``refine_latest.json``, ``refine_latest.md`` and ``refine_convergence.png``."""
+    plotted = fastest_backend(records, backends)
+    notes = [
+        f"- plot `refine_convergence.png`: our curves from **{plotted}**, the backend with the "
+        "most pattern-updates/s in this run" if plotted else "- plot: no backend of ours ran",
+        f"- {peer_note(records)}",
+        "- speed: realistic LCLS probe/object scan, N 64, 1000 positions, 1e9 photons; "
+        "`RefineConfig()` defaults (batch 128, Poisson); iterations/s = median over repeats of "
+        "(K-1)/(t_K - t_1), the compiling first iteration left out (its extra time is the "
+        "`first-iteration overhead` row); pattern-updates/s = positions x iterations/s",
+        "- convergence: iterations and wall seconds (scoring excluded; our first iteration's "
+        "compilation included) to the first iteration at the threshold, scored with "
+        "`Scoring(object, positions, M=20)` every iteration; empty/n/a = not reached within the "
+        "budget (see `@N it` rows); PINN-start seconds include the PINN inference, not its "
+        "training",
+        "- every record's config in refine_latest.json says how it was measured (settings, scan "
+        "fingerprint, pty-chi options); histories hold the curves",
+    ]
+    (out_dir / "refine_latest.json").write_text(json.dumps(records, indent=1, default=float)
+                                                + "\n")
+    table = refine_markdown(records, backends, head + "\n" + "\n".join(notes))
+    (out_dir / "refine_latest.md").write_text(table)
+    plot_refine(records, plotted, out_dir / "refine_convergence.png")
+    print(table)
+    print(f"wrote {out_dir}/refine_latest.json, refine_latest.md, refine_convergence.png")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -137,18 +180,29 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{i}/{len(todo)}] {measure:<16} {backend:<10} {time.perf_counter() - t:6.1f} s "
               f"(load {loads[-1]:.1f})", flush=True)
     records += derived(records, backends)
-    records.sort(key=lambda r: (args.measures.index(r["config"].get("measure_group",
-                                                                     args.measures[-1]))))
+
+    def group(r: dict[str, Any]) -> str:
+        g = r["config"].get("measure_group", args.measures[-1])
+        return "refine" if g == PEER_MEASURE else g
+
+    records.sort(key=lambda r: args.measures.index(group(r)))
     seconds = time.perf_counter() - t0
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    (args.out_dir / "latest.json").write_text(json.dumps(records, indent=1, default=float) + "\n")
-    table = markdown(records, backends, header(args.quick, started, seconds, loads))
-    (args.out_dir / "latest.md").write_text(table)
-    plot_throughput(records, backends, args.out_dir / "throughput.png")
-    plot_scaling(records, backends, args.out_dir / "scaling.png")
-    print(table)
-    print(f"wrote {args.out_dir}/latest.json, latest.md, throughput.png, scaling.png "
-          f"in {seconds / 60:.1f} min")
+    refine = [r for r in records if r["config"].get("measure_group") in REFINE_GROUPS]
+    others = [r for r in records if r["config"].get("measure_group") not in REFINE_GROUPS]
+    if any(m != "refine" for m in args.measures):
+        (args.out_dir / "latest.json").write_text(json.dumps(others, indent=1, default=float)
+                                                  + "\n")
+        table = markdown(others, backends, header(args.quick, started, seconds, loads))
+        (args.out_dir / "latest.md").write_text(table)
+        plot_throughput(others, backends, args.out_dir / "throughput.png")
+        plot_scaling(others, backends, args.out_dir / "scaling.png")
+        print(table)
+        print(f"wrote {args.out_dir}/latest.json, latest.md, throughput.png, scaling.png")
+    if "refine" in args.measures:
+        write_refine(refine, backends, args.out_dir,
+                     header(args.quick, started, seconds, loads, "ptycho-k3 refinement benchmark"))
+    print(f"done in {seconds / 60:.1f} min")
     if failures:
         print("FAILED workers:\n  " + "\n  ".join(failures), file=sys.stderr)
         return 1

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from benchmarks.common import Record, load_average, machine_info
-from benchmarks.plan import MEASURES, settings
+from benchmarks.plan import WORKER_MEASURES, settings
 
 
 def measure(name: str, quick: bool, backend: str) -> list[Record]:
@@ -31,7 +31,7 @@ def measure(name: str, quick: bool, backend: str) -> list[Record]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("measure", choices=MEASURES)
+    ap.add_argument("measure", choices=WORKER_MEASURES)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", required=True, type=Path)
     args = ap.parse_args(argv)
