@@ -203,6 +203,7 @@ def plot_refine(records: Sequence[dict[str, Any]], backend: str | None, path: Pa
                 ax.set_ylim(max(0.0, ax.get_ylim()[0]), 1.0)
             if xkey == "seconds":
                 ax.set_xscale("symlog", linthresh=1.0)
+                ax.set_xlim(left=0.0)
             ax.set_xlabel("iteration" if xkey == "iteration" else "wall seconds")
             ax.set_ylabel(ylabel)
             ax.set_title(f"{scan} scan: {ylabel} vs {xkey}", fontsize=10)

@@ -87,7 +87,10 @@ def derived(records: list[dict[str, Any]], backends: tuple[str, ...]) -> list[di
 
 
 def header(quick: bool, started: dt.datetime, seconds: float, loads: list[float],
-           title: str = "ptycho-k3 benchmarks") -> str:
+           title: str = "ptycho-k3 benchmarks",
+           how: str = "- medians of repeats after a warm-up; every record's config in latest.json "
+                      "says how it was measured (quick mode extrapolates seconds/epoch from "
+                      "single steps)") -> str:
     """The markdown preamble: mode, commit (``+dirty`` with uncommitted changes), machine, load."""
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
@@ -108,8 +111,7 @@ def header(quick: bool, started: dt.datetime, seconds: float, loads: list[float]
         f"AVX-512 BF16 {m['avx512_bf16']}, TF_ENABLE_ONEDNN_OPTS={m['TF_ENABLE_ONEDNN_OPTS']}",
         f"- load average before the workers: min {min(loads, default=0):.1f}, "
         f"max {max(loads, default=0):.1f} on {cores} cores",
-        "- medians of repeats after a warm-up; every record's config in latest.json says how it "
-        "was measured (quick mode extrapolates seconds/epoch from single steps)",
+        how,
     ]
     if busy:
         lines.append("- **shared machine**: other work was running (load average above "
@@ -135,8 +137,6 @@ def write_refine(records: list[dict[str, Any]], backends: tuple[str, ...], out_d
         "`Scoring(object, positions, M=20)` every iteration; empty/n/a = not reached within the "
         "budget (see `@N it` rows); PINN-start seconds include the PINN inference, not its "
         "training",
-        "- every record's config in refine_latest.json says how it was measured (settings, scan "
-        "fingerprint, pty-chi options); histories hold the curves",
     ]
     (out_dir / "refine_latest.json").write_text(json.dumps(records, indent=1, default=float)
                                                 + "\n")
@@ -201,7 +201,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {args.out_dir}/latest.json, latest.md, throughput.png, scaling.png")
     if "refine" in args.measures:
         write_refine(refine, backends, args.out_dir,
-                     header(args.quick, started, seconds, loads, "ptycho-k3 refinement benchmark"))
+                     header(args.quick, started, seconds, loads, "ptycho-k3 refinement benchmark",
+                            "- every record's config in refine_latest.json says how it was "
+                            "measured (settings, scan fingerprint, pty-chi options); the "
+                            "`history` records hold the curves"))
     print(f"done in {seconds / 60:.1f} min")
     if failures:
         print("FAILED workers:\n  " + "\n  ".join(failures), file=sys.stderr)

@@ -53,6 +53,7 @@ from benchmarks.measures.refine import (
     N,
     convergence_records,
     demo_scan,
+    final_records,
     fingerprint,
     fixture_scan,
     log,
@@ -232,9 +233,11 @@ def forward_check(scan: Any, algorithm: str, count: int = 64) -> dict[str, float
             "one_pixel_shift": rel(run.predicted_counts(np.roll(true, 1, axis=1), idx))}
 
 
-def scored_run(scan: Any, algorithm: str, epochs: int) -> tuple[dict[str, list[float]], dict]:
-    """``epochs`` epochs, scored after each (and at the start); the history has the keys of
-    ``refine``'s (``loss`` is pty-chi's displayed loss, entry 0 NaN) plus ``shift_total``."""
+def scored_run(scan: Any, algorithm: str, epochs: int
+               ) -> tuple[dict[str, list[float]], dict[str, Any], PtyChiRun]:
+    """``epochs`` epochs, scored after each (and at the start). Returns the history (the keys
+    of ``refine``'s; ``loss`` is pty-chi's displayed loss, entry 0 NaN), the settings and the
+    run (its final object)."""
     score = scoring(scan)
     run = PtyChiRun(scan, algorithm)
 
@@ -260,7 +263,7 @@ def scored_run(scan: Any, algorithm: str, epochs: int) -> tuple[dict[str, list[f
         h["phase_ssim"].append(m["phase_ssim"])
         shift = m["shift"]
     diverged = not all(np.isfinite(h["loss"][1:]))
-    return h, {**run.settings, "final_registration_shift_px": shift, "diverged": diverged}
+    return h, {**run.settings, "final_registration_shift_px": shift, "diverged": diverged}, run
 
 
 def timed_run(scan: Any, algorithm: str, epochs: int) -> tuple[list[float], dict[str, Any]]:
@@ -301,10 +304,11 @@ def run(settings: Settings, backend: str) -> list[Record]:
                                "method": "sum|I_ptychi - I_ours| / sum I_ours, 64 positions, "
                                          "true object; noise_level = the same for the Poisson "
                                          "data, one_pixel_shift = for the object shifted 1 px"}))
-            history, used = scored_run(scan, algorithm, settings.refine_peer_iterations)
+            history, used, done = scored_run(scan, algorithm, settings.refine_peer_iterations)
             cfg = {**base, **used, "scan": name, "start": "flat",
                    "scan_fingerprint": fingerprint(scan)}
             out += convergence_records(column, f"{name} flat", history, cfg)
+            out += final_records(column, f"{name} flat", scan, done.obj(), done.x0, done.y0, cfg)
             log(f"{column} {name}: {len(history['iteration']) - 1} epochs in "
                 f"{history['seconds'][-1]:.1f} s, SSIM {history['amplitude_ssim'][-1]:.3f} / "
                 f"{history['phase_ssim'][-1]:.3f}, registration shift "
@@ -316,5 +320,7 @@ def run(settings: Settings, backend: str) -> list[Record]:
                               "scan_fingerprint": fingerprint(lcls)})
     out.append(Record("pty-chi", STATUS, None, "",
                       {**base, "skipped": False, "note": f"ptychi {version} ran ({note})"}))
-    out.append(Record("pty-chi", "refine peer worker peak RSS", peak_rss_mib(), "MiB", base))
+    rss = peak_rss_mib()
+    out += [Record(column, "refine peer worker peak RSS", rss, "MiB", base)
+            for column in ALGORITHMS.values()]
     return out
