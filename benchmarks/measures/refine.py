@@ -22,9 +22,10 @@ Measured, per backend:
    included, scoring excluded), at which amplitude SSIM reaches 0.8 / 0.9 and phase SSIM 0.95 /
    0.98, and the SSIMs after the budget;
 3. the same on ``demo`` from the PINN start: a PtychoPINN trained on the demo's training half
-   (``refine_pinn_groups`` groups, ``refine_pinn_epochs`` epochs, batch 16, seed 0; full mode is
-   ``make demo``'s budget), ``reconstruct`` of the test half, then ``refine`` from its stitched
-   object. Its seconds to a threshold include the PINN inference (training excluded).
+   (``refine_pinn_groups`` groups, ``refine_pinn_epochs`` epochs, batch 16, seed 0; full mode:
+   ``make demo``'s 512 groups for 5 of its 10 epochs), ``reconstruct`` of the test half, then
+   ``refine`` from its stitched object. Its seconds to a threshold include the PINN inference
+   (training excluded).
 
 The pty-chi peer runs in :mod:`benchmarks.measures.refine_peer` on the same scans and thresholds.
 """
