@@ -169,11 +169,17 @@ def test_mixed_bfloat16_runs_convs_in_bf16_and_physics_in_float32():
     x, pos = random_inputs(np.random.default_rng(4), 2, 64, 4)
     a = {k: to_numpy(v) for k, v in f32.training((x, pos)).items()}
     b = {k: to_numpy(v) for k, v in bf16.training((x, pos)).items()}
+    # bfloat16 rounds to 8 significant bits: unit roundoff u = 2^-9 ~ 2e-3 per rounding. The
+    # conv stack rounds L ~ 12 times between input and heads (6 encoder, 6 decoder convs), so
+    # relative errors reach sqrt(L) u ~ 7e-3 if the roundings are independent and L u ~ 2.3e-2
+    # if they all add up. The float32 physics outputs and the amplitude head average many
+    # roundings (bound 1e-2; measured <= 8e-4 on the three backends); the phase head's small
+    # logits take the full linear worst case (bound 2 L u = 4.7e-2; measured <= 2.1e-2).
+    bounds = {"phase": 2 * 12 * 2.0**-9}
     for k in a:
         assert b[k].dtype == np.float32, k
-        # bfloat16 keeps 8 mantissa bits (~4e-3 relative per op) through a dozen convs
         err = np.max(np.abs(a[k] - b[k])) / np.max(np.abs(a[k]))
-        assert err < 0.1, (k, err)
+        assert err < bounds.get(k, 1e-2), (k, err)
 
 
 def test_channels_first_layers_match_channels_last():
