@@ -40,6 +40,27 @@ def oracle():
         return {k: fin[k] for k in fin.files}, {k: fout[k] for k in fout.files}
 
 
+@pytest.fixture(scope="session")
+def tiny_trained_pinn():
+    """A PINN trained briefly under the suite's backend, and its reconstruction of a test scan.
+
+    Train: ``lines`` object with phase, N 64, 256 patterns, 1e9 photons, 128 groups, 8 epochs
+    of 16 steps (n_filters_scale 1). Test: another object of the same kind, same positions.
+    Returns ``(reconstruction, test_scan)`` with the predicted patches kept.
+    """
+    from ptycho_k3.config import ModelConfig, TrainingConfig
+    from ptycho_k3.data import simulate_train_test
+    from ptycho_k3.infer import reconstruct
+    from ptycho_k3.train import train
+
+    train_scan, test_scan = simulate_train_test("lines", 64, n_images=256, nphotons=1e9, seed=3,
+                                                object_size=192)
+    cfg = TrainingConfig(model=ModelConfig(n_filters_scale=1), nepochs=8, n_groups=128,
+                         batch_size=8, seed=1, learning_rate=2e-3)
+    result = train(cfg, train_scan, verbose=0)
+    return reconstruct(result.models, test_scan, input_scale=result.input_scale), test_scan
+
+
 def pytest_report_header(config):
     return f"keras backend (KERAS_BACKEND): {os.environ.get('KERAS_BACKEND', 'tensorflow')}"
 

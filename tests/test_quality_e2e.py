@@ -1,7 +1,7 @@
 """End to end against the ground truth: simulate, train briefly, reconstruct, stitch, refine.
 
-A small deterministic scan (``lines`` object with phase, N 64, 256 patterns, 1e9 photons) and a
-PINN trained for 8 short epochs (16 steps each). Floors, each cleared by today's code with a
+A small deterministic scan and a PINN trained for 8 short epochs (the ``tiny_trained_pinn``
+fixture of ``tests/conftest.py``). Floors, each cleared by today's code with a
 margin and failed by a broken pipeline:
 
 - the PINN's stitched amplitude correlates with the ground truth (Pearson r over the
@@ -20,21 +20,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ptycho_k3.config import ModelConfig, RefineConfig, TrainingConfig
+from ptycho_k3.config import RefineConfig
 
 
 @pytest.fixture(scope="module")
-def trained():
-    from ptycho_k3.data import simulate_train_test
-    from ptycho_k3.infer import reconstruct
-    from ptycho_k3.train import train
-
-    train_scan, test_scan = simulate_train_test("lines", 64, n_images=256, nphotons=1e9, seed=3,
-                                                object_size=192)
-    cfg = TrainingConfig(model=ModelConfig(n_filters_scale=1), nepochs=8, n_groups=128,
-                         batch_size=8, seed=1, learning_rate=2e-3)
-    result = train(cfg, train_scan, verbose=0)
-    return reconstruct(result.models, test_scan, input_scale=result.input_scale), test_scan
+def trained(tiny_trained_pinn):
+    return tiny_trained_pinn
 
 
 def correlation(st, gt_object) -> tuple[float, float]:
