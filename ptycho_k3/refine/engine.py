@@ -87,10 +87,6 @@ class RefineResult:
         return StitchResult(obj=self.obj, weight=weight, x0=self.x0, y0=self.y0, M=M)
 
 
-def _curvature_constant(loss: str) -> float:
-    return 4.0 if loss == "poisson" else 2.0
-
-
 @dataclass(frozen=True)
 class StepSpec:
     """Everything a compiled step depends on besides its tensor arguments (hashable, so equal
@@ -109,7 +105,8 @@ class StepSpec:
 
     @property
     def c(self) -> float:
-        return _curvature_constant(self.loss)
+        """4 for Poisson (its curvature in the modulus near a fit), 2 for least squares."""
+        return 4.0 if self.loss == "poisson" else 2.0
 
 
 def batch_loss(spec: StepSpec, canvases, p_re, p_im, pos_b, counts_b, valid_b):

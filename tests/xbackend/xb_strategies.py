@@ -44,8 +44,3 @@ def offsets(rng: np.random.Generator, shape, kind: str, reach: float) -> np.ndar
     else:
         x = rng.uniform(-reach, reach, shape)
     return x.astype(np.float32)
-
-
-def weights_for(rng: np.random.Generator, shapes) -> list[np.ndarray]:
-    """Fixed random weights of the gradient functional sum_k sum(out_k * w_k)."""
-    return [rng.standard_normal(s).astype(np.float32) for s in shapes]
