@@ -41,6 +41,8 @@ from ptycho_k3.cli._common import (
     select_backend,
     setup_logging,
 )
+from ptycho_k3.cli._data import FIELDS as DATA_FIELDS
+from ptycho_k3.cli._data import add_data_flags, measured_options
 from ptycho_k3.config import AMP_ACTIVATIONS, HIDDEN_ACTIVATIONS, MODEL_TYPES, PRECISIONS
 from ptycho_k3.config_io import (
     LEGACY_IGNORED,
@@ -55,7 +57,8 @@ from ptycho_k3.config_io import (
 
 PROG = "ptycho-train"
 #: Namespace entries that are not configuration values.
-_NOT_CONFIG = {"config", "quiet", "verbose", "console_level", "backend"}
+# The reading flags (cli/_data.py) are options of the command, not of the training config.
+_NOT_CONFIG = {"config", "quiet", "verbose", "console_level", "backend", *DATA_FIELDS}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -98,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(m, "max_position_jitter", type=integer, default=UNSET, help=argparse.SUPPRESS)
     add_flag(m, "default_probe_scale", type=number, default=UNSET, help=argparse.SUPPRESS)
 
+    add_data_flags(p, UNSET)
     t = p.add_argument_group("training")
     add_flag(t, "train_data_file", default=UNSET, metavar="NPZ", help="training scan (required)")
     add_flag(t, "test_data_file", default=UNSET, metavar="NPZ",
@@ -177,15 +181,16 @@ def run(args: argparse.Namespace) -> int:
     cfg = first.config
     if not cfg.train_data_file:
         raise UsageError("--train_data_file is required (or train_data_file in --config)")
-    from ptycho_k3.data import DataError, load_npz
+    from ptycho_k3.data import DataError, load_scan
 
-    train_scan = load_npz(cfg.train_data_file)
+    reading = measured_options(explicit_values(args))
+    train_scan = load_scan(cfg.train_data_file, reading)
     merged = merge(args, metadata_nphotons=train_scan.nphotons)
     cfg = merged.config
     if train_scan.n != cfg.model.N:
         raise DataError(f"{cfg.train_data_file}: diffraction patterns are {train_scan.n}x"
                         f"{train_scan.n} but --N is {cfg.model.N}")
-    test_scan = load_npz(cfg.test_data_file) if cfg.test_data_file else None
+    test_scan = load_scan(cfg.test_data_file, reading) if cfg.test_data_file else None
     if test_scan is not None and test_scan.n != cfg.model.N:
         raise DataError(f"{cfg.test_data_file}: diffraction patterns are {test_scan.n}x"
                         f"{test_scan.n} but --N is {cfg.model.N}")
@@ -234,6 +239,8 @@ def run(args: argparse.Namespace) -> int:
             "gridsize": int(cfg.model.gridsize),
             "norm_factor": float(result.norm_factor),
             "metadata_nphotons": train_scan.nphotons,
+            "reading": train_scan.reading,
+            "reading_options": reading.to_dict(),
         },
     }
     written = [save_bundle(out_dir, result.models, params)]

@@ -175,6 +175,8 @@ def train(config: TrainingConfig, train_data: ScanData, *, test_data: ScanData |
     s = physics.intensity_scale(config.nphotons, mcfg.N)
     inputs = model_inputs(grouped, s)
     targets = {"amplitude": inputs[0]} if spec.model_type == "pinn" else {}
+    if spec.model_type == "pinn" and grouped.valid is not None:
+        targets["valid"] = grouped.valid  # invalid detector pixels leave the loss
     if spec.needs_labels:
         targets.update(label_targets(grouped))
     tr_idx, va_idx = split_groups(grouped.n_groups, config.validation_fraction, config.seed)

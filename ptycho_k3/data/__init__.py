@@ -12,8 +12,9 @@ from typing import Any
 
 from .errors import DataError
 from .grouping import GroupedData, GroupedDiffraction, group_indices, group_scan, subsample_indices
+from .measured import SUPPORTED_N, MeasuredOptions
 from .normalize import intensity_scale, normalization_factor, normalize_diffraction
-from .npz import SUPPORTED_N, ScanData, load_npz, metadata_nphotons, save_npz
+from .npz import ScanData, load_npz, metadata_nphotons, save_npz
 
 _LAZY = {
     "cut_patches": "patches",
@@ -26,6 +27,8 @@ _LAZY = {
     "simulate_from_scan": "simulate",
     "random_positions": "simulate",
     "raster_positions": "simulate",
+    "load_scan": "readers",
+    "detect_format": "readers",
     "PtychodusProduct": "ptychodus",
     "save_ptychodus_product": "ptychodus",
     "load_ptychodus_product": "ptychodus",
@@ -36,6 +39,7 @@ __all__ = [
     "DataError",
     "GroupedData",
     "GroupedDiffraction",
+    "MeasuredOptions",
     "ScanData",
     "group_indices",
     "group_scan",

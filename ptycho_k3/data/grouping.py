@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 from scipy.spatial import cKDTree
 
+from .measured import neutral_fill
 from .normalize import rows_normalization_factor
 from .npz import ScanData
 
@@ -39,15 +40,21 @@ class GroupedDiffraction:
         source: raw amplitudes ``(M, N, N)`` (any real dtype; not copied).
         rows: int ``(B, C)`` rows of ``source`` per group.
         factor: the normalisation factor multiplied in.
+        valid: the scan's valid-pixel mask (``ScanData.valid``: ``(N, N)``, ``(M, N, N)`` or
+            None); invalid pixels show ``fill * factor`` instead of the stored 0.
+        fill: float32 ``(N, N)`` neutral values (:func:`~ptycho_k3.data.measured.neutral_fill`).
     """
 
     dtype = np.dtype(np.float32)
     ndim = 4
 
-    def __init__(self, source: np.ndarray, rows: np.ndarray, factor: float):
+    def __init__(self, source: np.ndarray, rows: np.ndarray, factor: float,
+                 valid: np.ndarray | None = None, fill: np.ndarray | None = None):
         self.source = source
         self.rows = np.asarray(rows, dtype=np.int64)
         self.factor = float(factor)
+        self.valid = valid
+        self.fill = None if valid is None else np.asarray(fill, np.float32) * np.float32(factor)
         n = source.shape[-1]
         self.shape = (self.rows.shape[0], n, n, self.rows.shape[1])
 
@@ -75,6 +82,9 @@ class GroupedDiffraction:
         for c in range(rows.shape[1]):  # one member at a time: no (B, C, N, N) temporary
             np.multiply(self.source[rows[:, c]], np.float32(self.factor), out=out[..., c],
                         casting="unsafe")
+            if self.valid is not None:
+                v = self.valid if self.valid.ndim == 2 else self.valid[rows[:, c]]
+                np.copyto(out[..., c], self.fill, where=~np.broadcast_to(v, out[..., c].shape))
         return out
 
 
@@ -97,6 +107,8 @@ class GroupedData:
         object: complex64 ``(H, W)`` or None. probe: complex64 ``(N, N)`` (raw).
         gridsize: gs. subsample_indices: rows kept by ``n_subsample`` (sorted) or None.
         metadata: the scan's metadata dict.
+        valid: float32 ``(B, N, N, C)`` 1 where a detector pixel counts, 0 where it is invalid
+            (docs/conventions.md §22); None when every pixel is valid or when grouped lazily.
     """
 
     diffraction: np.ndarray | GroupedDiffraction
@@ -114,6 +126,7 @@ class GroupedData:
     gridsize: int
     subsample_indices: np.ndarray | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    valid: np.ndarray | None = None
 
     @property
     def n(self) -> int:
@@ -291,11 +304,17 @@ def group_scan(data: ScanData, gridsize: int, n_groups: int = 512, neighbor_coun
                           enable_oversampling, neighbor_pool_size)
     c = local.shape[1]
     n = scan.n
+    # Invalid pixels are stored as 0, so they add nothing to the energies of the factor.
     factor = (rows_normalization_factor(scan.diffraction, local) if norm_factor is None
               else float(norm_factor))
-    diff = GroupedDiffraction(scan.diffraction, local, factor)
+    diff = GroupedDiffraction(scan.diffraction, local, factor, scan.valid,
+                              neutral_fill(scan.diffraction, scan.valid))
+    valid = None
     if not lazy:
         diff = np.asarray(diff)
+        if scan.valid is not None:
+            valid = np.ascontiguousarray(
+                np.moveaxis(scan.valid_rows(local), 1, -1), dtype=np.float32)
     nn, centre, rel = _group_coords(scan.xcoords, scan.ycoords, local)
     nn_s, centre_s, rel_s = _group_coords(scan.xcoords_start, scan.ycoords_start, local)
     if c > 1:
@@ -312,7 +331,7 @@ def group_scan(data: ScanData, gridsize: int, n_groups: int = 512, neighbor_coun
         coords_relative=rel, coords_start_nn=nn_s, coords_start_offsets=centre_s,
         coords_start_relative=rel_s, nn_indices=file_rows.astype(np.int64), patches=patches,
         object=scan.object, probe=scan.probe, gridsize=gridsize, subsample_indices=rows,
-        metadata=dict(scan.metadata),
+        metadata=dict(scan.metadata), valid=valid,
     )
 
 

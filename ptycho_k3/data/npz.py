@@ -21,9 +21,7 @@ import numpy as np
 from ptycho_k3.atomic import atomic_write, json_default
 
 from .errors import DataError
-
-#: Patch sides the model supports.
-SUPPORTED_N = (64, 128, 256)
+from .measured import MeasuredOptions, RawScan, prepare
 
 _DIFFRACTION_KEYS = ("diff3d", "diffraction")
 _PATCH_KEYS = ("Y", "ground_truth_patches")
@@ -42,8 +40,13 @@ class ScanData:
         patches: complex64 ``(M, N, N)`` ground-truth patches (``Y`` or ``ground_truth_patches``)
             or None.
         scan_index: int64 ``(M,)`` (zeros when absent).
+        valid: bool valid-pixel mask ``(N, N)`` (one detector mask) or ``(M, N, N)``, True =
+            the pixel counts; None = every pixel is valid. ``diffraction`` is 0 where invalid
+            (docs/conventions.md §22).
         metadata: dict parsed from ``_metadata`` (empty when absent).
         source: the file it came from, or None.
+        reading: how the file was read (format, kind, DC layout, invalid pixels, crop/bin, probe
+            source; docs/conventions.md §22), recorded in the outputs; not written back.
     """
 
     xcoords: np.ndarray
@@ -55,8 +58,10 @@ class ScanData:
     object: np.ndarray | None = None
     patches: np.ndarray | None = None
     scan_index: np.ndarray | None = None
+    valid: np.ndarray | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     source: str | None = None
+    reading: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # Fill the documented defaults so every instance has complete arrays.
@@ -100,7 +105,17 @@ class ScanData:
             diffraction=self.diffraction[idx],
             patches=None if self.patches is None else self.patches[idx],
             scan_index=self.scan_index[idx],
+            valid=self.valid if self.valid is None or self.valid.ndim == 2 else self.valid[idx],
         )
+
+    def valid_rows(self, rows: np.ndarray) -> np.ndarray | None:
+        """bool ``rows.shape + (N, N)`` valid pixels of the patterns ``rows``, or None."""
+        if self.valid is None:
+            return None
+        rows = np.asarray(rows)
+        if self.valid.ndim == 2:
+            return np.broadcast_to(self.valid, (*rows.shape, *self.valid.shape))
+        return self.valid[rows]
 
 
 def metadata_nphotons(metadata: dict[str, Any]) -> float | None:
@@ -194,7 +209,7 @@ def _short(exc: BaseException) -> str:
     return text[:200]
 
 
-def _read_diffraction(r: _Reader, m: int) -> np.ndarray:
+def _read_diffraction(r: _Reader, m: int) -> tuple[np.ndarray, str]:
     key = next((k for k in _DIFFRACTION_KEYS if k in r.keys), None)
     if key is None:
         raise DataError(f"{r.name}: missing key 'diff3d' (or its alias 'diffraction'): the "
@@ -213,18 +228,11 @@ def _read_diffraction(r: _Reader, m: int) -> np.ndarray:
     else:
         raise r.fail(key, f"has shape {a.shape}; expected (M, N, N) = ({m}, N, N) or legacy "
                           f"(N, N, M) with M = {m} scan positions (length of xcoords)")
-    n = a.shape[-1]
-    if n not in SUPPORTED_N:
-        raise r.fail(key, f"has pattern size {n}x{n}; N must be one of {SUPPORTED_N}")
-    if a.dtype.kind == "f":
-        r.finite(key, a)
-    out = np.ascontiguousarray(a, dtype=np.float32)
-    # float64 values beyond float32 range become inf on conversion.
-    r.finite(key, out)
-    if out.size and float(out.min()) < 0:
-        raise r.fail(key, f"has negative values (min {float(out.min()):.4g}); diffraction must be "
-                          "amplitude >= 0 (sqrt of counts), not signed data")
-    return out
+    if a.dtype.kind == "f" and a.dtype.itemsize > 4:
+        with np.errstate(over="ignore"):
+            a = a.astype(np.float32)  # beyond float32 range becomes inf: an invalid pixel
+    # NaN, inf and negative values are invalid pixels (measured.prepare), not errors.
+    return a, key
 
 
 def _read_complex_image(r: _Reader, key: str, shape: tuple[int, ...] | None, what: str) \
@@ -296,18 +304,22 @@ def _legacy_metadata(r: _Reader) -> Any:
         return None
 
 
-def load_npz(path: str | os.PathLike) -> ScanData:
-    """Load a scan NPZ (docs/conventions.md §13) and check it.
+def load_npz(path: str | os.PathLike, options: MeasuredOptions | None = None) -> ScanData:
+    """Load a scan NPZ (docs/conventions.md §13, §22) and check it.
 
     Accepts ``diff3d`` or ``diffraction``; layouts (M, N, N), (M, N, N, 1) and legacy (N, N, M);
-    float or integer amplitudes; missing ``xcoords_start``/``ycoords_start`` (default to the plain
-    coordinates); ``_metadata`` as a JSON string (or the legacy pickled 0-d array, the only key
-    ever unpickled). ``Y`` is preferred over ``ground_truth_patches``; either is ignored (with a
-    warning) when its first axis is not M.
+    float or integer values, amplitudes by default (``_metadata`` ``diffraction_kind`` or
+    ``options`` may say counts); an optional valid-pixel ``mask`` ((N, N) or (M, N, N), nonzero =
+    valid); NaN, inf and negative values mark invalid pixels; missing
+    ``xcoords_start``/``ycoords_start`` (default to the plain coordinates); a missing
+    ``probeGuess`` (one is made from the data, and logged); ``_metadata`` as a JSON string (or
+    the legacy pickled 0-d array, the only key ever unpickled). ``Y`` is preferred over
+    ``ground_truth_patches``; either is ignored (with a warning) when its first axis is not M.
 
     Raises:
-        DataError: missing/unreadable file, missing key, wrong shape or length, non-finite values,
-        negative or complex diffraction, probe not (N, N), N not in {64, 128, 256}, no positions.
+        DataError: missing/unreadable file, missing key, wrong shape or length, non-finite
+        coordinates, complex diffraction, probe not (N, N), N not in {64, 128, 256} (after any
+        crop/bin), no positions, a pattern without a valid pixel.
     """
     p = Path(path)
     r = _Reader(p)
@@ -321,33 +333,40 @@ def load_npz(path: str | os.PathLike) -> ScanData:
         if m == 0:
             raise DataError(f"{r.name}: empty dataset: 'xcoords' has no scan positions")
         y = r.coords("ycoords", m)
-        diff = _read_diffraction(r, m)
+        diff, diff_key = _read_diffraction(r, m)
         n = diff.shape[-1]
-        if "probeGuess" not in r.keys:
-            raise DataError(f"{r.name}: missing key 'probeGuess': the probe, complex (N, N) = "
-                            f"({n}, {n})")
-        probe = _read_complex_image(r, "probeGuess", (n, n), "(N, N)")
+        probe = None
+        if "probeGuess" in r.keys:
+            probe = _read_complex_image(r, "probeGuess", (n, n), "(N, N)")
+        mask = None
+        if "mask" in r.keys:
+            mask = r.numeric("mask", complex_ok=False)
         obj = None
         if "objectGuess" in r.keys:
             obj = _read_complex_image(r, "objectGuess", None, "(H, W)")
             if obj.ndim != 2 or min(obj.shape) < 1:
                 raise r.fail("objectGuess", f"has shape {obj.shape}; expected a 2-D object (H, W)")
-        xs = r.coords("xcoords_start", m) if "xcoords_start" in r.keys else None
-        ys = r.coords("ycoords_start", m) if "ycoords_start" in r.keys else None
+        xs = r.coords("xcoords_start", m) if "xcoords_start" in r.keys else x
+        ys = r.coords("ycoords_start", m) if "ycoords_start" in r.keys else y
         scan_index = None
         if "scan_index" in r.keys:
             si = r.coords("scan_index", m)
             if not np.all(si == np.round(si)):
                 raise r.fail("scan_index", "has non-integer values; expected integers (M,)")
             scan_index = si.astype(np.int64)
-        patches = _read_patches(r, m, n)
         metadata = _read_metadata(r)
+        raw = RawScan(
+            source=r.name, data=diff, data_key=diff_key, positions=np.stack([x, y], axis=1),
+            positions_key="xcoords", mask=mask, mask_key="mask", probe=probe,
+            probe_key="probeGuess", kind="amplitude", dc="centre", positions_unit="pixels",
+            positions_start=np.stack([xs, ys], axis=1), object=obj, scan_index=scan_index,
+            metadata=metadata,
+        )
+        scan = prepare(raw, options)
+        patches = _read_patches(r, m, scan.n)
     finally:
         r.close()
-    return ScanData(
-        xcoords=x, ycoords=y, diffraction=diff, probe=probe, xcoords_start=xs, ycoords_start=ys,
-        object=obj, patches=patches, scan_index=scan_index, metadata=metadata, source=str(p),
-    )
+    return replace(scan, patches=patches)
 
 
 # --------------------------------------------------------------------------------------------
@@ -383,6 +402,8 @@ def save_npz(path: str | os.PathLike, data: ScanData, *, compress: bool = False,
         arrays["objectGuess"] = np.asarray(data.object, dtype=np.complex64)
     if data.patches is not None:
         arrays[patches_key] = np.asarray(data.patches, dtype=np.complex64)
+    if data.valid is not None:
+        arrays["mask"] = np.asarray(data.valid, dtype=np.uint8)
     arrays["_metadata"] = np.array(json.dumps(data.metadata, default=json_default))
     writer = np.savez_compressed if compress else np.savez
     atomic_write(out, lambda fh: writer(fh, **arrays))

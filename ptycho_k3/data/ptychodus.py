@@ -18,6 +18,7 @@ import numpy as np
 from ptycho_k3.atomic import atomic_path, json_default
 
 from .errors import DataError
+from .measured import RawScan
 from .npz import ScanData
 
 OBJECT_PIXEL_M = 5e-8
@@ -45,6 +46,7 @@ class PtychodusProduct:
         attrs: root attributes (name, comments, energies, ...).
         diffraction: float32 ``(M, N, N)`` from ``raw_data/`` or None.
         loss_values: float64 loss history (may be empty).
+        mask: valid-pixel mask from ``raw_data/mask`` (nonzero = valid) or None.
     """
 
     xcoords: np.ndarray
@@ -58,15 +60,28 @@ class PtychodusProduct:
     attrs: dict[str, Any] = field(default_factory=dict)
     diffraction: np.ndarray | None = None
     loss_values: np.ndarray | None = None
+    mask: np.ndarray | None = None
 
     def to_scan_data(self) -> ScanData:
         """A ScanData; needs the ``raw_data/diffraction`` block."""
+        from .measured import prepare
+
+        return prepare(self.raw_scan(""))
+
+    def raw_scan(self, name: str) -> RawScan:
+        """The product as a :class:`RawScan` (amplitudes, DC centred, positions in pixels)."""
         if self.diffraction is None:
-            raise DataError("ptychodus product has no 'raw_data/diffraction'; it cannot be used as "
-                            "a training/inference scan (write it with include_raw=True)")
-        return ScanData(xcoords=self.xcoords, ycoords=self.ycoords, diffraction=self.diffraction,
-                        probe=self.probe, object=self.object, scan_index=self.scan_index,
-                        metadata={"ptychodus": {k: _plain(v) for k, v in self.attrs.items()}})
+            raise DataError(f"{name}: ptychodus product has no 'raw_data/diffraction'; it cannot "
+                            "be used as a training/inference scan (write it with include_raw=True)")
+        return RawScan(
+            source=name, data=self.diffraction, data_key="raw_data/diffraction",
+            positions=np.stack([self.xcoords, self.ycoords], axis=1),
+            positions_key="probe_position_x_m", mask=self.mask, mask_key="raw_data/mask",
+            probe=self.probe, probe_key="probe", kind="amplitude", dc="centre",
+            positions_unit="pixels", object_pixel_m=self.object_pixel_m, object=self.object,
+            scan_index=self.scan_index,
+            format="ptychodus",
+            metadata={"ptychodus": {k: _plain(v) for k, v in self.attrs.items()}})
 
 
 def _plain(v: Any) -> Any:
@@ -128,6 +143,8 @@ def save_ptychodus_product(path: str | os.PathLike, data: ScanData, *, name: str
                 raw.create_dataset("xcoords", data=data.xcoords)
                 raw.create_dataset("ycoords", data=data.ycoords)
                 raw.create_dataset("scan_index", data=np.asarray(data.scan_index, np.int64))
+                if data.valid is not None:
+                    raw.create_dataset("mask", data=np.asarray(data.valid, np.uint8))
                 raw["probeGuess"] = f["probe"]  # hard links, no copies
                 raw["objectGuess"] = f["object"]
                 raw.attrs["metadata"] = json.dumps(data.metadata, default=json_default)
@@ -176,6 +193,7 @@ def load_ptychodus_product(path: str | os.PathLike) -> PtychodusProduct:
         diff = None
         if "raw_data" in f and "diffraction" in f["raw_data"]:
             diff = np.asarray(f["raw_data/diffraction"][()], np.float32)
+        mask = np.asarray(f["raw_data/mask"][()]) if "raw_data/mask" in f else None
         losses = np.asarray(f["loss_values"][()], np.float64) if "loss_values" in f else None
         return PtychodusProduct(
             xcoords=x, ycoords=y, scan_index=idx, probe=probe, object=obj,
@@ -184,5 +202,5 @@ def load_ptychodus_product(path: str | os.PathLike) -> PtychodusProduct:
             object_center_m=(float(obj_ds.attrs.get("center_x_m", 0.0)),
                              float(obj_ds.attrs.get("center_y_m", 0.0))),
             attrs={k: _plain(v) for k, v in f.attrs.items()},
-            diffraction=diff, loss_values=losses,
+            diffraction=diff, loss_values=losses, mask=mask,
         )

@@ -22,7 +22,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from .errors import DataError
-from .npz import SUPPORTED_N, ScanData
+from .measured import SUPPORTED_N
+from .npz import ScanData
 from .objects import OBJECT_KINDS, make_object
 
 

@@ -11,7 +11,12 @@ from ptycho_k3.config import LossSpec
 
 
 def _masked_mean(values, mask):
-    """Mean of ``values`` ``(B, N, N, C)`` over the pixels where ``mask`` ``(N, N, 1)`` is 1."""
+    """Mean of ``values`` ``(B, N, N, C)`` over the elements where ``mask`` is 1.
+
+    ``mask`` broadcasts to ``values``: ``(N, N, 1)`` (a decoder support) or ``(B, N, N, C)``
+    (valid detector pixels). A masked element contributes nothing, whatever its value (also
+    inf/NaN-free: ``values`` there are finite because the stored counts are 0).
+    """
     weights = ops.zeros_like(values) + mask
     return ops.sum(values * weights) / ops.maximum(ops.sum(weights), 1.0)
 
@@ -24,7 +29,9 @@ class PtychoModel(keras.Model):
     s * A (sqrt(counts)) and ``pred_intensity`` = its square (counts).
 
     Targets (a dict, from :mod:`ptycho_k3.train`): ``amplitude`` = s * X (sqrt(counts)) for the
-    diffraction terms; ``label_amp`` / ``label_phase`` ``(B, N, N, C)`` for the label terms.
+    diffraction terms; optional ``valid`` ``(B, N, N, C)`` (1 = the detector pixel counts): the
+    ``nll`` and ``mae`` terms are then means over valid pixels only; ``label_amp`` /
+    ``label_phase`` ``(B, N, N, C)`` for the label terms.
 
     The total loss is ``sum_k w_k * term_k`` where every term is a plain mean over all its
     elements (``nll`` is the Poisson NLL reported as its deviance, NLL minus its perfect-fit
@@ -49,13 +56,22 @@ class PtychoModel(keras.Model):
         support = ops.convert_to_tensor(self._support)
         terms = {}
         names = set(self.loss_spec.metric_names)
+        valid = y.get("valid")  # (B, N, N, C) 1 = detector pixel counts; absent = all count
         if "nll" in names:
             k = ops.square(y["amplitude"])
             # The deviance: the NLL minus its value at a perfect fit (a constant of the data, so
             # the same gradients), which falls towards 0 instead of sitting near -4e6.
-            terms["nll"] = physics.mean_poisson_deviance(y_pred["pred_intensity"], k)
+            if valid is None:
+                terms["nll"] = physics.mean_poisson_deviance(y_pred["pred_intensity"], k)
+            else:
+                terms["nll"] = _masked_mean(
+                    physics.poisson_deviance(y_pred["pred_intensity"], k), valid)
         if "mae" in names:
-            terms["mae"] = physics.amplitude_mae(y_pred["pred_amp_scaled"], y["amplitude"])
+            if valid is None:
+                terms["mae"] = physics.amplitude_mae(y_pred["pred_amp_scaled"], y["amplitude"])
+            else:
+                terms["mae"] = _masked_mean(
+                    physics.absolute(y_pred["pred_amp_scaled"] - y["amplitude"]), valid)
         if "amp_mae" in names:
             terms["amp_mae"] = _masked_mean(
                 physics.absolute(y_pred["amplitude"] - y["label_amp"]), support)

@@ -55,7 +55,8 @@ def amplitude_scale(scan: ScanData) -> float:
 
 
 def measurements(scan: ScanData, mask: np.ndarray | None = None) -> Measurements:
-    """Counts and valid pixels of ``scan``; NaN pixels and ``mask == 0`` pixels are invalid.
+    """Counts and valid pixels of ``scan``; pixels invalid in ``scan.valid``, NaN pixels and
+    ``mask == 0`` pixels are invalid.
 
     Args:
         scan: the scan (amplitudes ``(M, N, N)``).
@@ -68,6 +69,8 @@ def measurements(scan: ScanData, mask: np.ndarray | None = None) -> Measurements
     amp = np.asarray(scan.diffraction, dtype=np.float32)
     m, n = amp.shape[0], amp.shape[-1]
     valid = np.isfinite(amp)
+    if scan.valid is not None:  # the reader's mask (docs/conventions.md §22)
+        valid &= np.broadcast_to(scan.valid, amp.shape)
     if mask is not None:
         mk = np.asarray(mask)
         if mk.shape not in ((n, n), (m, n, n)):
