@@ -14,6 +14,9 @@ forward model (:mod:`ptycho_k3.refine`): the files above then hold the refined o
 is kept as ``pinn_reconstruction.npz``, and ``refinement_history.json`` and ``convergence.png``
 are added (``refined_probe.png`` / ``position_corrections.png`` with ``--refine_probe`` /
 ``--refine_positions``).
+With ``--halves`` the scan is split into two disjoint halves (alternate positions), each is
+reconstructed as above into ``half_1/`` and ``half_2/``, and their Fourier ring correlation is
+written to ``frc.json`` and ``frc.png`` (:mod:`ptycho_k3.cli._halves`).
 Arguments are parsed and the bundle and data checked before Keras is imported.
 """
 
@@ -45,6 +48,9 @@ from ptycho_k3.cli._common import (
     select_backend,
     setup_logging,
 )
+from ptycho_k3.cli._data import DEFAULTS as DATA_DEFAULTS
+from ptycho_k3.cli._data import add_data_flags, measured_options
+from ptycho_k3.cli._halves import run_scan, split_halves
 from ptycho_k3.cli._refine import DEFAULTS as REFINE_DEFAULTS
 from ptycho_k3.cli._refine import add_refine_flags, refine_config
 from ptycho_k3.config_io import UNSET, explicit_values, ignored_settings, load_yaml
@@ -69,7 +75,9 @@ DEFAULTS: dict[str, Any] = {
     "debug": False,
     "debug_dump": None,
     "refine_iterations": 0,
+    "halves": False,
     **REFINE_DEFAULTS,
+    **DATA_DEFAULTS,
 }
 _LEGACY = ("torch_accelerator", "torch_num_workers", "torch_inference_batch_size")
 
@@ -115,10 +123,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(p, "debug_dump", nargs="?", const="", default=UNSET, metavar="DIR",
              help="write patch grid / offsets / stats / canvas files (default "
                   "<output_dir>/debug_dump)")
+    add_data_flags(p, UNSET)
     add_refine_flags(p, "refine_iterations",
                      "iterations of refinement started from the PINN's object (default 0 = none)")
     add_bool(p, "compare_flat",
              help="with refinement, also solve from a flat start and draw both curves")
+    add_bool(p, "halves",
+             help="reconstruct two disjoint halves of the scan (alternate positions) into "
+                  "half_1/ and half_2/ and write their FRC resolution to frc.json / frc.png")
     add_common(p)
     add_legacy_ignored(p, _LEGACY)
     return p
@@ -162,14 +174,18 @@ def resolve_options(args: argparse.Namespace, log: logging.Logger) -> dict[str, 
         if options[key] in (None, ""):
             raise UsageError(f"--{key} is required")
     options["refine"] = refine_config(options, options["refine_iterations"], options["seed"])
+    measured_options(options)  # a bad reading option is a usage error before any work
     return options
 
 
-def load_scan(path: str, n_subsample: int | None, seed: int, log: logging.Logger) -> Any:
-    """Load the test NPZ, optionally subsampling raw patterns (no Keras needed)."""
-    from ptycho_k3.data import load_npz, subsample_indices
+def load_scan(path: str, n_subsample: int | None, seed: int, log: logging.Logger,
+              options: dict[str, Any] | None = None) -> Any:
+    """Load the test scan (any format, docs/conventions.md §22), optionally subsampling raw
+    patterns (no Keras needed); ``options`` holds the reading flags."""
+    from ptycho_k3.data import load_scan as read_scan
+    from ptycho_k3.data import subsample_indices
 
-    scan = load_npz(path)
+    scan = read_scan(path, measured_options(options or {}))
     if n_subsample is not None and n_subsample < scan.n_positions:
         idx = subsample_indices(scan.n_positions, n_subsample, seed)
         log.info("subsampled %d of %d patterns (seed %d)", len(idx), scan.n_positions, seed)
@@ -226,7 +242,7 @@ def reconstruct_and_save(
                                                phase_vmax=options["phase_vmax"])
     written.append(outputs.save_reconstruction_npz(
         out_dir / "reconstruction.npz", st.obj, st.x0, st.y0, rec.centres[:, 0],
-        rec.centres[:, 1], st.M))
+        rec.centres[:, 1], st.M, extra=outputs.pixel_size_extra(scan.metadata)))
     metrics = None
     if scan.object is not None:
         from ptycho_k3.metrics import evaluate
@@ -261,7 +277,7 @@ def _refine_and_save(out_dir: Path, rec: Any, scan: Any, *, options: dict[str, A
     st = rec.stitched
     written = [outputs.save_reconstruction_npz(
         out_dir / "pinn_reconstruction.npz", st.obj, st.x0, st.y0, rec.centres[:, 0],
-        rec.centres[:, 1], st.M)]
+        rec.centres[:, 1], st.M, extra=outputs.pixel_size_extra(scan.metadata))]
     scoring = None if scan.object is None else Scoring(scan.object, rec.centres, st.M)
     summary = run_refinement(
         out_dir, scan, options["refine"], start=st, start_label="PINN start",
@@ -307,8 +323,10 @@ def run(args: argparse.Namespace) -> int:
     info = inspect_bundle(options["model_path"])
     scan = load_scan(options["test_data"], options["n_subsample"],
                      int(options["subsample_seed"] if options["subsample_seed"] is not None
-                         else options["seed"]), log)
+                         else options["seed"]), log, options)
     check_compatible(scan, info.params, str(info.path), options["gridsize"])
+    if options["halves"]:
+        split_halves(scan)  # fewer than 2 positions is refused before any output
     if options["refine"].iterations > 0:
         from ptycho_k3.refine import measurements
 
@@ -325,10 +343,17 @@ def run(args: argparse.Namespace) -> int:
     log.info("loaded %s (written by %s) under %s in %.1f s", info.path,
              info.manifest.get("backend"), backend, seconds)
     log.debug("options: %s", json.dumps(options, default=str))
-    summary = reconstruct_and_save(
-        out_dir, bundle.models, scan, input_scale=bundle.input_scale, options=options, log=log,
-        progress=not args.quiet and sys.stderr.isatty())
-    print_written(summary["written"], args.quiet)
+    from ptycho_k3.outputs import save_reading
+
+    written = [save_reading(out_dir, scan, measured_options(options).to_dict())]
+
+    def one(where: Path, part: Any) -> list[Path]:
+        return reconstruct_and_save(
+            where, bundle.models, part, input_scale=bundle.input_scale, options=options,
+            log=log, progress=not args.quiet and sys.stderr.isatty())["written"]
+
+    written += run_scan(out_dir, scan, one, log, halves=bool(options["halves"]))
+    print_written(written, args.quiet)
     return 0
 
 

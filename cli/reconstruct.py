@@ -11,6 +11,9 @@ forward model the network is trained with; ``--iterations`` here is ``--refine_i
 there, and the other ``--refine_*`` flags are shared. A flat start needs no network. Writes the
 refinement outputs of :func:`ptycho_k3.refine.workflow.run_refinement` and ``reconstruct.log``
 under ``--output_dir``. Everything is checked before Keras is imported or a file is written.
+With ``--halves`` the scan is split into two disjoint halves (alternate positions), each is
+reconstructed into ``half_1/`` and ``half_2/``, and their Fourier ring correlation is written to
+``frc.json`` and ``frc.png`` (:mod:`ptycho_k3.cli._halves`).
 """
 
 from __future__ import annotations
@@ -36,6 +39,9 @@ from ptycho_k3.cli._common import (
     select_backend,
     setup_logging,
 )
+from ptycho_k3.cli._data import DEFAULTS as DATA_DEFAULTS
+from ptycho_k3.cli._data import add_data_flags, measured_options
+from ptycho_k3.cli._halves import run_scan, split_halves
 from ptycho_k3.cli._refine import DEFAULTS as REFINE_DEFAULTS
 from ptycho_k3.cli._refine import add_refine_flags, non_negative_int, refine_config
 from ptycho_k3.cli.infer import add_bool, check_compatible, load_scan, print_written
@@ -57,7 +63,9 @@ DEFAULTS: dict[str, Any] = {
     "neighbor_count": 4,
     "phase_vmin": None,
     "phase_vmax": None,
+    "halves": False,
     **REFINE_DEFAULTS,
+    **DATA_DEFAULTS,
 }
 
 
@@ -87,9 +95,13 @@ def build_parser() -> argparse.ArgumentParser:
              help="lower colour limit of phase images (rad)")
     add_flag(p, "phase_vmax", type=optional_number, default=UNSET,
              help="upper colour limit of phase images (rad)")
+    add_data_flags(p, UNSET)
     add_refine_flags(p, "iterations", "iterations of the solver (default 50)")
     add_bool(p, "compare_flat",
              help="with --init pinn, also solve from a flat start and draw both curves")
+    add_bool(p, "halves",
+             help="reconstruct two disjoint halves of the scan (alternate positions) into "
+                  "half_1/ and half_2/ and write their FRC resolution to frc.json / frc.png")
     add_common(p)
     return p
 
@@ -114,6 +126,7 @@ def resolve_options(args: argparse.Namespace, log: logging.Logger) -> dict[str, 
     if options["init"] == "flat" and options["compare_flat"]:
         log.warning("--compare_flat has no effect with --init flat")
     options["refine"] = refine_config(options, options["iterations"], options["seed"])
+    measured_options(options)  # a bad reading option is a usage error before any work
     return options
 
 
@@ -127,18 +140,37 @@ def run(args: argparse.Namespace) -> int:
         from ptycho_k3.bundle import inspect_bundle
 
         info = inspect_bundle(options["model_path"])
-    scan = load_scan(options["test_data"], options["n_subsample"], int(options["seed"]), log)
+    scan = load_scan(options["test_data"], options["n_subsample"], int(options["seed"]), log,
+                     options)
     if info is not None:
         check_compatible(scan, info.params, str(info.path))
     from ptycho_k3.refine import measurements
 
     measurements(scan)  # a pattern with no valid pixel is refused before any output
-
-    from ptycho_k3.refine.workflow import Scoring, run_refinement
+    if options["halves"]:
+        split_halves(scan)  # fewer than 2 positions is refused before any output
 
     out_dir = Path(options["output_dir"])
     out_dir.mkdir(parents=True, exist_ok=True)
     add_log_file(out_dir / "reconstruct.log")
+    from ptycho_k3.outputs import save_reading
+
+    written = [save_reading(out_dir, scan, measured_options(options).to_dict())]
+
+    def one(where: Path, part: Any) -> list[Path]:
+        return _reconstruct_one(where, part, options, info, log, backend,
+                                progress=not args.quiet and sys.stderr.isatty())
+
+    written += run_scan(out_dir, scan, one, log, halves=bool(options["halves"]))
+    print_written(written, args.quiet)
+    return 0
+
+
+def _reconstruct_one(out_dir: Path, scan: Any, options: dict[str, Any], info: Any,
+                     log: logging.Logger, backend: str, progress: bool) -> list[Path]:
+    """Flat or PINN start -> refinement -> every output under ``out_dir``; the written paths."""
+    from ptycho_k3.refine.workflow import Scoring, run_refinement
+
     start, seconds_start, written = None, 0.0, []
     positions = scan.positions
     if info is not None:
@@ -149,14 +181,13 @@ def run(args: argparse.Namespace) -> int:
         out_dir, scan, options["refine"], start=start,
         start_label="PINN start" if start is not None else "flat start",
         compare_flat=bool(options["compare_flat"]) and start is not None, scoring=scoring,
-        seconds_before=seconds_start, log=log, progress=not args.quiet and sys.stderr.isatty(),
+        seconds_before=seconds_start, log=log, progress=progress,
         phase_vmin=options["phase_vmin"], phase_vmax=options["phase_vmax"])
     if summary["metrics"] is not None:
         from ptycho_k3.cli.infer import _metrics_line
 
         log.info("metrics: %s", _metrics_line(summary["metrics"]))
-    print_written(written + summary["written"], args.quiet)
-    return 0
+    return written + summary["written"]
 
 
 def _pinn_start(info: Any, scan: Any, options: dict[str, Any], log: logging.Logger,
@@ -178,7 +209,8 @@ def _pinn_start(info: Any, scan: Any, options: dict[str, Any], log: logging.Logg
     st = rec.stitched
     log.info("PINN start: %d groups in %.2f s (bundle load included)", len(rec.centres), seconds)
     path = outputs.save_reconstruction_npz(out_dir / "pinn_reconstruction.npz", st.obj, st.x0,
-                                           st.y0, rec.centres[:, 0], rec.centres[:, 1], st.M)
+                                           st.y0, rec.centres[:, 0], rec.centres[:, 1], st.M,
+                                           extra=outputs.pixel_size_extra(scan.metadata))
     return st, rec.centres, seconds, [path]
 
 

@@ -55,6 +55,7 @@ __all__ = [
     "psnr",
     "psnr_legacy255",
     "register",
+    "ring_correlation",
     "scan_region",
     "score",
     "ssim",
@@ -288,10 +289,28 @@ def frc_curve(target: Any, pred: Any) -> np.ndarray:
         float64 ``(K,)`` with ``K = max ring index + 1``; NaN where a ring has zero power.
     """
     t, p = _real_pair(target, pred)
-    t, p = _square_crop(t), _square_crop(p)
-    n = t.shape[0]
-    f1 = np.fft.fftshift(np.fft.fft2(t))
-    f2 = np.fft.fftshift(np.fft.fft2(p))
+    curve, _ = ring_correlation(_square_crop(t), _square_crop(p))
+    return curve
+
+
+def ring_correlation(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Ring correlation of two square images (real or complex), as in :func:`frc_curve`.
+
+    ``F = fftshift(fft2(img))``; ring index ``round(sqrt(r^2 + c^2))`` with ``r, c`` measured
+    from index ``n // 2`` (rings run into the corners);
+    ``FRC_k = |<F1 F2*>_k| / sqrt(|<|F1|^2>_k <|F2|^2>_k|)``. A global phase factor on either
+    image does not change it.
+
+    Args:
+        a, b: ``(n, n)`` arrays of equal shape (no window, no crop applied here).
+
+    Returns:
+        ``(curve, n_k)``: float64 ``(K,)`` FRC per ring (NaN where a ring has zero power) and
+        int64 ``(K,)`` pixels per ring, ``K = max ring index + 1``.
+    """
+    n = a.shape[0]
+    f1 = np.fft.fftshift(np.fft.fft2(a))
+    f2 = np.fft.fftshift(np.fft.fft2(b))
     idx = np.arange(n) - n // 2
     ring = np.rint(np.hypot(idx[:, None], idx[None, :])).astype(np.int64).ravel()
     counts = np.bincount(ring)
@@ -304,7 +323,7 @@ def frc_curve(target: Any, pred: Any) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         curve = np.hypot(num_re, num_im) / denom
     curve[denom == 0] = np.nan
-    return curve
+    return curve, counts
 
 
 def frc_threshold(curve: np.ndarray, threshold: float) -> float:

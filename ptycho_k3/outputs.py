@@ -40,6 +40,12 @@ def save_json(path: str | os.PathLike, obj: Any) -> Path:
     return atomic_write(path, lambda fh: fh.write(text + "\n"), "w")
 
 
+def save_reading(out_dir: str | os.PathLike, scan: Any, options: dict[str, Any]) -> Path:
+    """``data_reading.json``: how the scan file was read (docs/conventions.md §22)."""
+    return save_json(Path(out_dir) / "data_reading.json",
+                     {"file": scan.source, "options": options, "reading": scan.reading})
+
+
 def _save_figure(path: str | os.PathLike, fig: Any, dpi: int = 100) -> Path:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
@@ -236,3 +242,52 @@ def save_debug_dump(out_dir: str | os.PathLike, patches: np.ndarray | None, cent
     paths.append(save_json(out / "canvas.json", {
         "shape": list(obj.shape), "x0": float(x0), "y0": float(y0), "M": int(M)}))
     return paths
+
+
+def save_frc_plot(path: str | os.PathLike, report: dict[str, Any]) -> Path:
+    """The FRC curve with the 0.5, 1/7 and half-bit thresholds and their crossings.
+
+    Args:
+        report: :func:`ptycho_k3.resolution.resolution_report` (``curve``, ``half_bit``,
+            ``frequency_per_px`` and, when the pixel size is known, ``frequency_per_nm``;
+            ``thresholds``). The x axis is in cycles per nm when known, else per pixel.
+    """
+    from matplotlib.figure import Figure
+
+    in_nm = report.get("frequency_per_nm") is not None
+    freq = np.asarray(report["frequency_per_nm" if in_nm else "frequency_per_px"], np.float64)
+    curve = np.asarray([np.nan if v is None else v for v in report["curve"]], np.float64)
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.add_subplot()
+    ax.plot(freq, curve, "-", color="C0", label="FRC")
+    ax.plot(freq, report["half_bit"], "--", color="C3", label="half-bit")
+    ax.axhline(0.5, color="C2", ls=":", label="0.5")
+    ax.axhline(1.0 / 7.0, color="C1", ls="-.", label="1/7")
+    unit = "nm" if in_nm else "px"
+    titles = []
+    for name, label, colour in (("half_bit", "half-bit", "C3"), ("frc1over7", "1/7", "C1"),
+                                ("frc50", "0.5", "C2")):
+        t = report["thresholds"][name]
+        if t["reached"]:
+            ax.axvline(t[f"frequency_per_{unit}"], color=colour, lw=0.8, alpha=0.6)
+            titles.append(f"{label} {t[f'resolution_{unit}']:.3g} {unit}")
+        else:
+            titles.append(f"{label} not reached")
+    ax.set_xlabel(f"spatial frequency (1/{unit})")
+    ax.set_ylabel("Fourier ring correlation")
+    ax.set_ylim(min(-0.05, float(np.nanmin(curve, initial=0.0))), 1.05)
+    ax.set_xlim(0, float(freq[-1]) if freq.size > 1 else 1.0)
+    ax.set_title("Resolution (full period): " + ", ".join(titles), fontsize=10)
+    ax.legend(loc="upper right")
+    ax.grid(True, alpha=0.3)
+    return _save_figure(path, fig)
+
+
+def pixel_size_extra(metadata: dict[str, Any] | None) -> dict[str, np.ndarray]:
+    """``{"pixel_size_m": float64 scalar}`` for ``reconstruction.npz`` when the scan's metadata
+    knows its object pixel size (``object_pixel_m``, metres, finite and > 0); else ``{}``."""
+    try:
+        value = float((metadata or {}).get("object_pixel_m"))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return {}
+    return {"pixel_size_m": np.float64(value)} if 0 < value < math.inf else {}

@@ -89,7 +89,8 @@ def run_refinement(out_dir: Path, scan: ScanData, config: RefineConfig, *, start
     """Refine ``scan`` from ``start`` (a StitchResult, or None = flat) and write the outputs.
 
     Writes under ``out_dir``: ``reconstruction.npz`` (the refined object, its probe, corrected
-    positions when asked), ``reconstructed_amplitude.png`` / ``reconstructed_phase.png``
+    positions when asked, ``pixel_size_m`` when the scan's metadata has ``object_pixel_m``),
+    ``reconstructed_amplitude.png`` / ``reconstructed_phase.png``
     (cropped to the illuminated region), ``refinement_history.json``, ``convergence.png``,
     ``refined_probe.png`` / ``position_corrections.png`` when those were refined and, with a
     ground truth, ``metrics.json`` and ``comparison_plot.png`` (start, refined, reference).
@@ -117,7 +118,7 @@ def run_refinement(out_dir: Path, scan: ScanData, config: RefineConfig, *, start
         log.info("flat start for comparison: loss %.4g -> %.4g", flat.history["loss"][0],
                  flat.history["loss"][-1])
     written: list[Path] = []
-    extra = {"probe": result.probe}
+    extra = {"probe": result.probe, **outputs.pixel_size_extra(scan.metadata)}
     if config.refine_positions:
         extra["positions"] = result.positions
         extra["initial_positions"] = result.initial_positions
