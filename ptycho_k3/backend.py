@@ -204,7 +204,8 @@ def _activate_for(config: Any) -> str:
 def train_cdi_model_with_backend(train_data: Any, test_data: Any, config: Any) -> dict[str, Any]:
     """Train ``config`` (a :class:`ptycho_k3.config.TrainingConfig`) on ``train_data``.
 
-    ``train_data`` / ``test_data`` are :class:`ptycho_k3.data.ScanData` (or NPZ paths).
+    ``train_data`` / ``test_data`` are :class:`ptycho_k3.data.ScanData` (or paths of any format
+    :func:`ptycho_k3.data.load_scan` reads, with its defaults).
 
     Returns:
         The original's ``results`` dict: ``history`` (with the ``train_loss`` alias of ``loss``),
@@ -212,11 +213,11 @@ def train_cdi_model_with_backend(train_data: Any, test_data: Any, config: Any) -
         ``input_scale``, ``intensity_scale``, ``train_result``.
     """
     backend = _activate_for(config)
-    from ptycho_k3.data import ScanData, load_npz
+    from ptycho_k3.data import ScanData, load_scan
     from ptycho_k3.train import train
 
     def as_scan(d: Any) -> Any:
-        return d if d is None or isinstance(d, ScanData) else load_npz(d)
+        return d if d is None or isinstance(d, ScanData) else load_scan(d)
 
     result = train(config, as_scan(train_data), test_data=as_scan(test_data))
     history = dict(result.history)
@@ -260,10 +261,10 @@ def run_cdi_example_with_backend(
         return None, None, results
     import numpy as np
 
-    from ptycho_k3.data import ScanData, load_npz
+    from ptycho_k3.data import ScanData, load_scan
     from ptycho_k3.infer import reconstruct
 
-    test = test_data if isinstance(test_data, ScanData) else load_npz(test_data)
+    test = test_data if isinstance(test_data, ScanData) else load_scan(test_data)
     rec = reconstruct(results["models"], test, input_scale=results["input_scale"], M=M)
     obj = rec.stitched.obj
     if transpose:
