@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import zipfile
 from collections.abc import Sequence
 
 from ptycho_k3.cli._common import (
@@ -95,13 +96,28 @@ def _run(args: argparse.Namespace) -> list[str]:
     # Imported here, after the backend is chosen.
     from pathlib import Path
 
-    from ptycho_k3.data import load_npz, save_npz
+    import numpy as np
+
+    from ptycho_k3.data import DataError, load_npz, save_npz
     from ptycho_k3.data.simulate import simulate_from_scan, simulate_train_test
+
+    def with_probe(path: str):
+        # A simulation needs a real probe: the readers' probe estimated from the data would be
+        # invented, so its absence is an error here (checked before reading, so nothing is logged).
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                has_probe = "probeGuess" in z.files
+        except (OSError, ValueError, zipfile.BadZipFile):
+            has_probe = True  # unreadable: load_npz names the problem
+        if not has_probe:
+            raise DataError(f"{path}: missing key 'probeGuess': the probe, complex (N, N), "
+                            "which a simulation needs")
+        return load_npz(path)
 
     out_dir = Path(args.output_dir)
     progress = args.progress and not args.quiet and sys.stderr.isatty()
     if args.from_npz is not None:
-        scan = load_npz(args.from_npz)
+        scan = with_probe(args.from_npz)
         sim = simulate_from_scan(scan, args.nphotons, args.seed, chunk=args.chunk_size,
                                  progress=progress)
         target = Path(args.output) if args.output else \
@@ -109,7 +125,7 @@ def _run(args: argparse.Namespace) -> list[str]:
         return [str(save_npz(target, sim, compress=args.compress))]
     probe = None
     if args.probe is not None:
-        probe = load_npz(args.probe).probe
+        probe = with_probe(args.probe).probe
     train, test = simulate_train_test(
         args.object, args.N, args.n_images, args.nphotons, args.seed,
         n_test_images=args.n_test_images, object_size=args.object_size, probe=probe,

@@ -272,7 +272,9 @@ def bin_frames(a: np.ndarray, k: int) -> np.ndarray:
 
 def fourier_resample(probe: np.ndarray, size: int) -> np.ndarray:
     """Resample a complex image to ``size x size`` pixels over the same field of view by cropping
-    (or zero-padding) its centred spectrum; the mean intensity per pixel is kept."""
+    (or zero-padding) its centred spectrum, scaled so that its far field at every kept detector
+    pixel is unchanged (``|FFT(P)|^2 / N^2``, docs/conventions.md §8): a probe consistent with
+    the frames stays consistent with the cropped frames (its power is that inside the crop)."""
     n = probe.shape[-1]
     spec = np.fft.fftshift(np.fft.fft2(probe))
     if size <= n:
@@ -282,11 +284,7 @@ def fourier_resample(probe: np.ndarray, size: int) -> np.ndarray:
         r0 = size // 2 - n // 2
         pad[r0 : r0 + n, r0 : r0 + n] = spec
         spec = pad
-    out = np.fft.ifft2(np.fft.ifftshift(spec)) * (size / n) ** 2
-    mean_in = np.mean(np.abs(probe) ** 2)
-    mean_out = np.mean(np.abs(out) ** 2)
-    if mean_out > 0:
-        out *= math.sqrt(mean_in / mean_out)
+    out = np.fft.ifft2(np.fft.ifftshift(spec)) * (size / n)
     return out.astype(np.complex64)
 
 
@@ -341,7 +339,12 @@ def prepare(raw: RawScan, options: MeasuredOptions | None = None):
     dc, dc_from = _choice(opts.dc, md, "dc", raw.dc, DC_LAYOUTS, raw)
     unit, unit_from = _choice(opts.positions_unit, md, "positions_unit", raw.positions_unit,
                               POSITION_UNITS, raw)
-    saturation = opts.saturation if opts.saturation is not None else md.get("saturation")
+    saturation = opts.saturation
+    if saturation is None and md.get("saturation") is not None:
+        saturation = _float(md["saturation"])
+        if saturation is None:
+            raise _fail(raw, "_metadata", f"has saturation={md['saturation']!r}; expected a "
+                                          "finite number > 0 (file units)")
     record: dict[str, Any] = {"format": raw.format, "frame_shape": [h, w],
                               "diffraction_kind": kind, "diffraction_kind_from": kind_from}
 

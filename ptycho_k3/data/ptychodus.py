@@ -66,7 +66,7 @@ class PtychodusProduct:
         """A ScanData; needs the ``raw_data/diffraction`` block."""
         from .measured import prepare
 
-        return prepare(self.raw_scan(""))
+        return prepare(self.raw_scan("ptychodus product"))
 
     def raw_scan(self, name: str) -> RawScan:
         """The product as a :class:`RawScan` (amplitudes, DC centred, positions in pixels)."""

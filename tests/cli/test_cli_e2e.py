@@ -100,8 +100,9 @@ def test_infer_evaluate_current_backend(tmp_path, tiny_scans, monkeypatch):
                          "--backend", backend, "--quiet"])
     assert rc == 0
     assert {"reconstructed_amplitude.png", "reconstructed_phase.png", "reconstruction.npz",
-            "metrics.json", "comparison_plot.png", "inference.log",
+            "metrics.json", "comparison_plot.png", "inference.log", "data_reading.json",
             "debug_dump"} == {p.name for p in out.iterdir()}
+    assert json.loads((out / "data_reading.json").read_text())["reading"]["format"] == "npz"
     assert {p.name for p in (out / "debug_dump").iterdir()} == {
         "pred_patches_amp_grid.png", "offsets.json", "stats.json", "canvas.json"}
     with np.load(out / "reconstruction.npz", allow_pickle=False) as z:

@@ -36,11 +36,11 @@ def _full_members(version: int = 1) -> dict[str, bytes]:
 def _make_inputs(tmp: Path, case: str) -> list[str]:
     """Files for ``case``; returns the argv after the script name (output dir added later)."""
     good = write_scan(tmp / "good.npz")
-    if case == "missing_key":
-        return ["ptycho-train", "--train_data_file", str(write_scan(tmp / "x.npz", probeGuess=None))]
-    if case == "nan":
+    if case == "missing_key":  # (a missing probeGuess is made from the data, §22)
+        return ["ptycho-train", "--train_data_file", str(write_scan(tmp / "x.npz", ycoords=None))]
+    if case == "nan":  # a NaN pixel is an invalid pixel; a pattern of only NaN is an error
         diff = np.ones((8, 64, 64), np.float32)
-        diff[3, 5, 5] = np.nan
+        diff[3] = np.nan
         return ["ptycho-train", "--train_data_file", str(write_scan(tmp / "x.npz", diff3d=diff))]
     if case == "n63":
         return ["ptycho-train", "--train_data_file", str(good), "--N", "63"]
@@ -109,8 +109,8 @@ def _make_inputs(tmp: Path, case: str) -> list[str]:
 
 
 CASES = {
-    "missing_key": "probeGuess",
-    "nan": "non-finite",
+    "missing_key": "x.npz: missing key 'ycoords'",
+    "nan": "x.npz: 'diff3d' pattern 3 has no valid pixel",
     "n63": "N must be one of",
     "n_mismatch": "64x64",
     "unknown_backend": "tensorflow, pytorch, torch, jax",

@@ -42,7 +42,11 @@ def test_reconstruct_flat(tmp_path, tiny_scans, monkeypatch):
     assert {p.name for p in out.iterdir()} == {
         "reconstruction.npz", "reconstructed_amplitude.png", "reconstructed_phase.png",
         "convergence.png", "metrics.json", "comparison_plot.png", "refinement_history.json",
-        "reconstruct.log"}
+        "reconstruct.log", "data_reading.json"}
+    reading = json.loads((out / "data_reading.json").read_text())
+    assert reading["file"] == str(test) and reading["options"]["format"] == "auto"
+    assert reading["reading"]["format"] == "npz" and reading["reading"]["probe"] == \
+        "from 'probeGuess'" and reading["reading"]["invalid_pixels"]["total"] == 0
     h = _history(out)
     run = h["runs"]["flat start"]
     assert run["iteration"] == [0, 1, 2, 3, 4] and len(run["loss"]) == 5
@@ -70,7 +74,7 @@ def test_infer_refine_and_reconstruct_pinn_agree(tmp_path, tiny_scans, bundle, m
                            "--compare_flat", *flags]) == 0
     assert {"pinn_reconstruction.npz", "reconstruction.npz", "refined_probe.png",
             "position_corrections.png", "convergence.png", "refinement_history.json",
-            "metrics.json", "comparison_plot.png", "inference.log",
+            "metrics.json", "comparison_plot.png", "inference.log", "data_reading.json",
             "reconstructed_amplitude.png", "reconstructed_phase.png"} == {
         p.name for p in out.iterdir()}
     h = _history(out)

@@ -30,3 +30,19 @@ def npz_arrays(m: int = 6, n: int = 64, seed: int = 0) -> dict[str, np.ndarray]:
         "diff3d": rng.random((m, n, n)).astype(np.float32),
         "probeGuess": (rng.random((n, n)) + 1j * rng.random((n, n))).astype(np.complex64),
     }
+
+
+def centred_counts(m: int, n: int, seed: int = 0) -> np.ndarray:
+    """float64 ``(m, n, n)`` integer photon counts: a bright centre (zero frequency at
+    ``(n/2, n/2)``) over a weak background, Poisson-distributed."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:n, 0:n] - n / 2
+    mean = 2 + 800 * np.exp(-(xx**2 + yy**2) / (2 * (n / 16) ** 2))
+    return rng.poisson(mean * rng.uniform(0.7, 1.3, (m, 1, 1))).astype(np.float64)
+
+
+def gaussian_probe(n: int, sigma: float) -> np.ndarray:
+    """complex64 ``(n, n)`` band-limited probe centred at ``(n/2, n/2)`` with a phase curvature."""
+    yy, xx = np.mgrid[0:n, 0:n] - n / 2
+    r2 = xx**2 + yy**2
+    return (np.exp(-r2 / (2 * sigma**2)) * np.exp(1j * r2 / (8 * sigma**2))).astype(np.complex64)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 
@@ -145,11 +146,26 @@ def test_not_an_npz_and_truncated(tmp_path):
         load_npz(tmp_path / "single.npy")
 
 
-@pytest.mark.parametrize("key", ["xcoords", "ycoords", "diff3d", "probeGuess"])
+@pytest.mark.parametrize("key", ["xcoords", "ycoords", "diff3d"])
 def test_missing_key(tmp_path, key):
     a = npz_arrays()
     del a[key]
     _reject(tmp_path, a, f"missing key '{key}'")
+
+
+def test_missing_probe_is_made_from_the_data(tmp_path, caplog):
+    """No ``probeGuess``: a probe from the mean pattern (docs/conventions.md §22), logged at
+    INFO and recorded, with ``sum |P|^2`` = the mean counts per pattern (amplitudes squared)."""
+    a = npz_arrays()
+    del a["probeGuess"]
+    with caplog.at_level(logging.INFO, logger="ptycho_k3"):
+        d = load_npz(write(tmp_path, a))
+    assert "no probe in the file" in caplog.text and "scan.npz" in caplog.text
+    assert d.probe.shape == (64, 64) and d.probe.dtype == np.complex64
+    assert np.all(np.isfinite(d.probe)) and d.reading["probe"].startswith("from data")
+    mean_counts = np.mean(np.sum(a["diff3d"].astype(np.float64) ** 2, axis=(1, 2)))
+    assert np.sum(np.abs(d.probe.astype(np.complex128)) ** 2) == pytest.approx(mean_counts,
+                                                                                 rel=1e-4)
 
 
 def test_length_mismatch(tmp_path):
@@ -162,18 +178,35 @@ def test_length_mismatch(tmp_path):
 
 
 def test_non_finite(tmp_path):
+    """Non-finite positions are an error; non-finite diffraction pixels are invalid pixels
+    (stored as 0, recorded), and a pattern with nothing else is an error naming file and key."""
     a = npz_arrays()
     a["xcoords"][2] = np.nan
     _reject(tmp_path, a, "'xcoords' contains 1 non-finite")
     a = npz_arrays()
     a["diff3d"][0, 0, 0] = np.inf
-    _reject(tmp_path, a, "'diff3d' contains 1 non-finite")
+    a["diff3d"][4, 7, 9] = np.nan
+    d = load_npz(write(tmp_path, a))
+    assert d.valid.shape == (6, 64, 64) and np.count_nonzero(~d.valid) == 2
+    assert not d.valid[0, 0, 0] and not d.valid[4, 7, 9]
+    assert d.diffraction[0, 0, 0] == 0 and d.diffraction[4, 7, 9] == 0
+    assert d.reading["invalid_pixels"]["non_finite"] == 2
+    keep = d.valid
+    np.testing.assert_array_equal(d.diffraction[keep], a["diff3d"][keep])
+    a["diff3d"][5] = np.nan
+    _reject(tmp_path, a, "'diff3d' pattern 5 has no valid pixel")
 
 
 def test_negative_and_complex_diffraction(tmp_path):
+    """A negative value is an invalid pixel; a pattern of only negatives and complex
+    diffraction are errors."""
     a = npz_arrays()
     a["diff3d"][0, 1, 1] = -1
-    _reject(tmp_path, a, "negative values")
+    d = load_npz(write(tmp_path, a))
+    assert not d.valid[0, 1, 1] and np.count_nonzero(~d.valid) == 1 and d.diffraction[0, 1, 1] == 0
+    assert d.reading["invalid_pixels"]["negative"] == 1
+    a["diff3d"][2] = -0.5
+    _reject(tmp_path, a, "'diff3d' pattern 2 has no valid pixel")
     a = npz_arrays()
     a["diff3d"] = a["diff3d"].astype(np.complex64)
     _reject(tmp_path, a, "'diff3d' is complex")
@@ -183,8 +216,9 @@ def test_probe_shape_and_bad_n(tmp_path):
     a = npz_arrays()
     a["probeGuess"] = a["probeGuess"][:32, :32]
     _reject(tmp_path, a, re.escape("'probeGuess' has shape (32, 32); expected (N, N) = (64, 64)"))
-    a = npz_arrays(n=64)
-    a["diff3d"] = np.ones((6, 32, 32), np.float32)
+    a = npz_arrays(n=32)  # frames and probe agree, but N = 32 is not supported
+    _reject(tmp_path, a, "'diff3d' frames are 32x32 after crop/bin; N must be one of")
+    del a["probeGuess"]
     _reject(tmp_path, a, "N must be one of")
 
 

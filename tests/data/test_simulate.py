@@ -124,11 +124,17 @@ def test_cli_writes_train_and_test(tmp_path):
 def test_cli_errors_exit_2_with_one_line(tmp_path):
     bad = tmp_path / "bad.npz"
     a = npz_arrays()
-    del a["probeGuess"]
+    del a["diff3d"]
     np.savez(bad, **a)
+    no_probe = tmp_path / "no_probe.npz"
+    a = npz_arrays()
+    del a["probeGuess"]  # readers make a probe from the data; a simulation must not use one
+    np.savez(no_probe, **a)
     for args, expected in [
+        (("--from", str(no_probe)), "missing key 'probeGuess'"),
+        (("--probe", str(no_probe)), "missing key 'probeGuess'"),
         (("--N", "32"), "--N"),
-        (("--from", str(bad)), "missing key 'probeGuess'"),
+        (("--from", str(bad)), "missing key 'diff3d'"),
         (("--from", str(tmp_path / "none.npz")), "file not found"),
         (("--backend", "mxnet"), "--backend"),
         (("--nphotons", "-5"), "nphotons"),
