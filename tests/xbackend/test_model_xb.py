@@ -7,7 +7,8 @@ and loaded by all three; seeds never have to agree.
 
 Tolerances (relative to the largest magnitude of each array):
 - outputs 1e-4: a dozen float32 conv layers and an FFT, each ~1e-6, compounding.
-- loss and gradients 1e-3 for the smooth activation (swish): the same chain backwards through
+- loss 1e-3 and gradients 3e-3 (GRAD_RTOL, derived there) for the smooth activation (swish),
+  with and without a mask of valid detector pixels: the same chain backwards through
   the Poisson deviance; targets are drawn near the model's own prediction, where the loss is
   well conditioned (far from it lambda can sit below float32 FFT rounding, and k*log(lambda) is
   rounding noise on every backend). ReLU configurations are compared forward only: float32
@@ -32,6 +33,12 @@ from xb_strategies import seeds
 pytestmark = pytest.mark.crossbackend
 
 SCALE = 988.2117688026185  # sqrt(1e9) / 32
+#: Gradients of the whole model. The probe's gradient and the output layers' biases are sums over
+#: B*N^2 pixels of terms whose sign changes (targets lie within +-10 % of the prediction, so
+#: dL/dlambda = 1 - k/lambda takes both signs): with that cancellation the ~4e-6 relative output
+#: differences grow to ~2e-3 on the sum (measured worst: probe 2.1e-3, phase output bias 1.2e-3,
+#: at seed 0, batch 3, gs1 swish, with or without a mask); other arrays stayed below 5e-4.
+GRAD_RTOL = 3e-3
 CONFIGS = {
     "pinn_gs1_swish": TrainingConfig(
         model=ModelConfig(N=64, gridsize=1, n_filters_scale=1, hidden_activation="swish",
@@ -67,8 +74,8 @@ def _inputs(rng, cfg: TrainingConfig, b: int) -> tuple[np.ndarray, np.ndarray]:
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 @settings(max_examples=10)
-@given(seed=seeds, b=st.sampled_from([1, 3]))
-def test_model_outputs_losses_and_gradients(pool, name, seed, b):
+@given(seed=seeds, b=st.sampled_from([1, 3]), masked=st.booleans())
+def test_model_outputs_losses_and_gradients(pool, name, seed, b, masked):
     cfg = CONFIGS[name]
     rng = np.random.default_rng(seed)
     x, pos = _inputs(rng, cfg, b)
@@ -80,6 +87,8 @@ def test_model_outputs_losses_and_gradients(pool, name, seed, b):
     if cfg.model.model_type == "pinn":
         pred = first["pred_amp_scaled"]
         targets["amplitude"] = (pred * rng.uniform(0.9, 1.1, pred.shape)).astype(np.float32)
+        if masked:  # invalid detector pixels (docs/conventions.md §22): masked nll/mae terms
+            targets["valid"] = (rng.uniform(size=pred.shape) > 0.2).astype(np.float32)
     if cfg.loss.needs_labels:
         targets["label_amp"] = rng.uniform(0.5, 1.5, (b, 64, 64, cp)).astype(np.float32)
         targets["label_phase"] = rng.uniform(-1, 1, (b, 64, 64, cp)).astype(np.float32)
@@ -105,7 +114,7 @@ def test_model_outputs_losses_and_gradients(pool, name, seed, b):
     # to at least 1e-2 of the model's largest gradient (absolute 1e-5 of it at rtol 1e-3).
     floor = 1e-2 * max(float(np.max(np.abs(ref[g]))) for g in grads)
     agree(f"model {name} gradients",
-          {bk: [r["grads"][g] for g in grads] for bk, r in res.items()}, 1e-3, labels=grads,
+          {bk: [r["grads"][g] for g in grads] for bk, r in res.items()}, GRAD_RTOL, labels=grads,
           floor=floor)
 
 
