@@ -13,7 +13,8 @@ STAMP := $(VENV)/.ptycho-k3-installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONUNBUFFERED = 1
 # Tests run TensorFlow without oneDNN's reordered kernels, for tighter cross-backend parity;
-# the demo and the benchmarks keep oneDNN on, as users run it.
+# the commands, the demo and the benchmarks keep it on (TensorFlow's default), as users run them
+# (ptycho_k3/backend.py lists every framework setting).
 TEST_ENV := TF_ENABLE_ONEDNN_OPTS=0
 
 # Iterations of refinement after the PINN in the demo (each takes ~0.1 s on 1024 patterns).

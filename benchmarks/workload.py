@@ -81,9 +81,9 @@ def random_scan(n: int, n_patterns: int, seed: int = 0, density: float = 50.0):
 
 def untrained_models(n: int, gridsize: int, probe: np.ndarray | None = None, seed: int = 0):
     """A freshly initialised (seeded) model pair; its speed equals a trained one's."""
-    from ptycho_k3.backend import set_random_seed
     from ptycho_k3.config import ModelConfig
     from ptycho_k3.model import build_model
+    from ptycho_k3.seeding import set_random_seed
 
     set_random_seed(seed)
     return build_model(ModelConfig(N=n, gridsize=gridsize), probe=probe)

@@ -232,18 +232,12 @@ def close_log_files() -> None:
                 logger.removeHandler(h)
 
 
-def warn_ignored(log: logging.Logger, explicit: dict[str, Any]) -> None:
-    """One warning per legacy flag set to a value other than the original's default."""
-    for key in sorted(set(explicit) & set(LEGACY_IGNORED)):
-        if explicit[key] != LEGACY_IGNORED[key]:
-            log.warning("--%s=%r is accepted for compatibility but not implemented in "
-                        "ptycho-k3; it is ignored", key, explicit[key])
-
-
 def quiet_frameworks() -> None:
-    """Silence TensorFlow's C++ start-up chatter (must run before TensorFlow is imported)."""
+    """Silence TensorFlow's C++ start-up chatter (must run before TensorFlow is imported).
+
+    Logging only: settings that change speed or numerics are :mod:`ptycho_k3.backend`'s.
+    """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 
 def progress_verbosity(args: argparse.Namespace) -> int:

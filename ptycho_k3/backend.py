@@ -5,20 +5,29 @@ Keras fixes its backend on first import, so a command parses its arguments, call
 (sets ``KERAS_BACKEND``), and only then imports anything that imports Keras. Importing this module
 imports neither Keras nor a framework.
 
-The original's three selector functions (docs/conventions.md §20) are kept as thin wrappers for
-callers such as ptychodus: :func:`run_cdi_example_with_backend`, :func:`train_cdi_model_with_backend` and
-:func:`load_inference_bundle_with_backend`.
+Framework settings that change speed or numerics live here and nowhere else:
+
+- JAX: :data:`JAX_CPU_FLAG` is added to ``XLA_FLAGS`` by :func:`activate` (faster CPU convolution
+  gradients with jaxlib 0.10; a user's own ``ynn_fusion_type`` wins).
+- TensorFlow: oneDNN is left at TensorFlow's default (on), which is what commands, the demo and
+  the benchmarks run. Only the test suite sets ``TF_ENABLE_ONEDNN_OPTS=0`` (Makefile, tests/),
+  for tighter cross-backend parity: oneDNN's reordered kernels differ from the other backends by
+  more float32 rounding, and turning them off made TensorFlow training ~2.4x slower here.
+- Threads are left at each framework's default.
+
+The original's three selector functions (docs/conventions.md §20: ``run_cdi_example_with_backend``,
+``train_cdi_model_with_backend``, ``load_inference_bundle_with_backend``) live in
+:mod:`ptycho_k3.workflows.legacy` and ``set_random_seed`` in :mod:`ptycho_k3.seeding`; all four are
+still importable from here.
 """
 
 from __future__ import annotations
 
-import contextlib
 import importlib.metadata
 import importlib.util
 import logging
 import os
 import sys
-from collections.abc import Iterator
 from typing import Any
 
 #: Accepted spellings -> Keras backend name (``pytorch`` is the original's name for torch).
@@ -193,148 +202,21 @@ def skip_unused_frameworks(backend: str) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------
-# The original's selector API (docs/conventions.md §20), for callers such as ptychodus.
+# Moved names, still importable from here (resolved on first use, so this module keeps importing
+# nothing of the layers above it).
+
+_MOVED = {
+    "train_cdi_model_with_backend": "ptycho_k3.workflows.legacy",
+    "run_cdi_example_with_backend": "ptycho_k3.workflows.legacy",
+    "load_inference_bundle_with_backend": "ptycho_k3.workflows.legacy",
+    "set_random_seed": "ptycho_k3.seeding",
+}
 
 
-def _activate_for(config: Any) -> str:
-    """Activate the backend named by ``config.backend`` (if any) or the environment."""
-    return select(getattr(config, "backend", None))
+def __getattr__(name: str) -> Any:
+    module = _MOVED.get(name)
+    if module is None:
+        raise AttributeError(f"module 'ptycho_k3.backend' has no attribute {name!r}")
+    import importlib
 
-
-def train_cdi_model_with_backend(train_data: Any, test_data: Any, config: Any) -> dict[str, Any]:
-    """Train ``config`` (a :class:`ptycho_k3.config.TrainingConfig`) on ``train_data``.
-
-    ``train_data`` / ``test_data`` are :class:`ptycho_k3.data.ScanData` (or paths of any format
-    :func:`ptycho_k3.data.load_scan` reads, with its defaults).
-
-    Returns:
-        The original's ``results`` dict: ``history`` (with the ``train_loss`` alias of ``loss``),
-        ``history_epochs``, ``model_instance`` (the training model), ``models``, ``backend``,
-        ``input_scale``, ``intensity_scale``, ``train_result``.
-    """
-    backend = _activate_for(config)
-    from ptycho_k3.data import ScanData, load_scan
-    from ptycho_k3.train import train
-
-    def as_scan(d: Any) -> Any:
-        return d if d is None or isinstance(d, ScanData) else load_scan(d)
-
-    result = train(config, as_scan(train_data), test_data=as_scan(test_data))
-    history = dict(result.history)
-    if "loss" in history:
-        history["train_loss"] = list(history["loss"])
-    return {
-        "history": history,
-        "history_epochs": result.epochs_run,
-        "model_instance": result.models.training,
-        "models": result.models,
-        "backend": backend,
-        "input_scale": result.input_scale,
-        "intensity_scale": result.models.intensity_scale,
-        "train_result": result,
-    }
-
-
-def run_cdi_example_with_backend(
-    train_data: Any,
-    test_data: Any,
-    config: Any,
-    flip_x: bool = False,
-    flip_y: bool = False,
-    transpose: bool = False,
-    M: int = 20,
-    do_stitching: bool = False,
-    torch_execution_config: Any = None,
-) -> tuple[Any, Any, dict[str, Any]]:
-    """Train, then (with ``do_stitching`` and test data) reconstruct and stitch the test scan.
-
-    ``flip_x``, ``flip_y`` and ``transpose`` apply to the stitched image, as in the original.
-    ``torch_execution_config`` is accepted and ignored (one Keras model serves every backend).
-
-    Returns:
-        ``(recon_amp, recon_phase, results)``; the images are float32 ``(H, W)`` or None.
-    """
-    results = train_cdi_model_with_backend(train_data, test_data, config)
-    if torch_execution_config is not None:
-        _log.warning("torch_execution_config is ignored: ptycho-k3 runs one Keras model")
-    if not do_stitching or test_data is None:
-        return None, None, results
-    import numpy as np
-
-    from ptycho_k3.data import ScanData, load_scan
-    from ptycho_k3.infer import reconstruct
-
-    test = test_data if isinstance(test_data, ScanData) else load_scan(test_data)
-    rec = reconstruct(results["models"], test, input_scale=results["input_scale"], M=M)
-    obj = rec.stitched.obj
-    if transpose:
-        obj = obj.T
-    if flip_x:
-        obj = obj[:, ::-1]
-    if flip_y:
-        obj = obj[::-1, :]
-    results.update(
-        obj_tensor_full=rec.patches,
-        global_offsets=rec.centres,
-        reconstruction=rec,
-        recon_amp=np.abs(obj).astype(np.float32),
-        recon_phase=np.angle(obj).astype(np.float32),
-    )
-    return results["recon_amp"], results["recon_phase"], results
-
-
-def load_inference_bundle_with_backend(
-    bundle_dir: Any, config: Any = None, model_name: str = "diffraction_to_obj"
-) -> tuple[Any, dict[str, Any]]:
-    """Load a ptycho-k3 bundle (directory or ``wts.h5.zip``) under the selected backend.
-
-    Returns:
-        ``(model, params)``: the named Keras model (``diffraction_to_obj`` or ``autoencoder``)
-        and the bundle's ``params.json`` with ``intensity_scale`` at the top level.
-    """
-    _activate_for(config)
-    from ptycho_k3.bundle import load_bundle
-
-    bundle = load_bundle(bundle_dir)
-    models = {"diffraction_to_obj": bundle.models.inference, "autoencoder": bundle.models.training}
-    if model_name not in models:
-        raise ValueError(f"model_name must be one of {sorted(models)}, got {model_name!r}")
-    params = dict(bundle.params)
-    params.setdefault("intensity_scale", bundle.models.intensity_scale)
-    return models[model_name], params
-
-
-def set_random_seed(seed: int) -> None:
-    """Seed Python, NumPy, Keras' global seed generator and the active framework.
-
-    Same effect as ``keras.utils.set_random_seed`` for the active backend, except that under
-    torch and JAX it does not import TensorFlow just to seed it (Keras does whenever TF is
-    installed: ~170 MiB of resident memory and ~2 s, for a framework that is not in use).
-    """
-    import keras
-
-    with _unimported_tensorflow_hidden(keras.backend.backend() != "tensorflow"):
-        keras.utils.set_random_seed(seed)
-
-
-@contextlib.contextmanager
-def _unimported_tensorflow_hidden(hide: bool) -> Iterator[None]:
-    """While active, Keras' seeding sees TensorFlow as absent, if ``hide`` and TF is not
-    imported yet (touching Keras' lazy handle's ``.available`` would import it)."""
-    try:
-        from keras.src.utils import module_utils, rng_utils
-    except ImportError:  # Keras moved its internals: seed the documented way
-        hide = False
-    lazy_tf = getattr(rng_utils, "tf", None) if hide else None
-    if lazy_tf is None or not isinstance(lazy_tf, module_utils.LazyModule) or lazy_tf.module is not None:
-        yield
-        return
-
-    class _Absent:
-        available = False
-
-    rng_utils.tf = _Absent()
-    try:
-        yield
-    finally:
-        rng_utils.tf = lazy_tf
+    return getattr(importlib.import_module(module), name)

@@ -84,12 +84,6 @@ class Bundle:
         """``s`` multiplying normalised diffraction at the model input."""
         return float(self.params["input_scale"])
 
-    @property
-    def model_config(self) -> Any:
-        from ptycho_k3.config import ModelConfig
-
-        return ModelConfig.from_dict(self.params["model"])
-
 
 # ------------------------------------------------------------------------------------------
 # writing

@@ -20,8 +20,6 @@ import numpy as np
 
 from ptycho_k3.atomic import atomic_write, json_default
 
-RECONSTRUCTION_KEYS = ("object", "x0", "y0", "amplitude", "phase", "xcoords", "ycoords", "M")
-
 
 def _finite_or_none(obj: Any) -> Any:
     """Replace NaN/inf floats by None, recursively (strict JSON has no NaN)."""

@@ -17,10 +17,10 @@ import keras
 import numpy as np
 
 from ptycho_k3 import physics
-from ptycho_k3.backend import set_random_seed
 from ptycho_k3.config import TrainingConfig
 from ptycho_k3.data import DataError, GroupedData, ScanData, group_scan
 from ptycho_k3.model import ModelPair, build_model
+from ptycho_k3.seeding import set_random_seed
 
 log = logging.getLogger(__name__)
 

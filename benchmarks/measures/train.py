@@ -27,10 +27,10 @@ def _step_times(n: int, gs: int, batch: int, steps: int,
     import keras
 
     from ptycho_k3 import physics
-    from ptycho_k3.backend import set_random_seed
     from ptycho_k3.config import ModelConfig
     from ptycho_k3.data import group_scan
     from ptycho_k3.model import build_model
+    from ptycho_k3.seeding import set_random_seed
     from ptycho_k3.train import model_inputs
 
     scan = simulated_scan(n, max(256, batch * (steps + 1) * gs * gs))

@@ -59,9 +59,9 @@ def set_weights_by_path(model, weights: dict[str, np.ndarray]) -> None:
 
 def init(cfg, out_dir: Path) -> dict[str, np.ndarray]:
     from ptycho_k3 import physics
-    from ptycho_k3.backend import set_random_seed
     from ptycho_k3.data import random_positions, save_npz, simulate_dataset
     from ptycho_k3.model import build_model
+    from ptycho_k3.seeding import set_random_seed
 
     with np.load(FIXTURE) as f:
         probe, obj = f["probe"], f["object"]
