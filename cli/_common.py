@@ -205,20 +205,48 @@ def setup_logging(prog: str, args: argparse.Namespace) -> logging.Logger:
     handler = logging.StreamHandler(sys.stderr)
     handler.setLevel(level)
     handler.setFormatter(logging.Formatter(f"{prog}: %(levelname)s: %(message)s"))
-    root.handlers = [handler]
+    early = _EarlyRecords()
+    root.handlers = [handler, early]
     logging.captureWarnings(True)
     warnings_logger = logging.getLogger("py.warnings")
-    warnings_logger.handlers = [handler]
+    warnings_logger.handlers = [handler, early]
     warnings_logger.propagate = False
     return logging.getLogger(f"{LOGGER_NAME}.cli.{prog}")
 
 
+class _EarlyRecords(logging.Handler):
+    """Holds the records logged before the log file exists (the input checks run first, and a
+    run that fails there writes nothing); :func:`add_log_file` replays them into the file."""
+
+    LIMIT = 10_000
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if len(self.records) < self.LIMIT:
+            self.records.append(record)
+
+
 def add_log_file(path: Path) -> None:
-    """Also log everything (DEBUG and up) to ``path`` (created with its directory)."""
+    """Also log everything (DEBUG and up) to ``path`` (created with its directory), starting
+    with what was logged since :func:`setup_logging`."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(path, encoding="utf-8")
     handler.setLevel(logging.DEBUG)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    held: list[_EarlyRecords] = []
+    for name in (LOGGER_NAME, "py.warnings"):
+        logger = logging.getLogger(name)
+        for early in [h for h in logger.handlers if isinstance(h, _EarlyRecords)]:
+            logger.removeHandler(early)
+            if all(early is not h for h in held):
+                held.append(early)
+    for early in held:
+        for record in early.records:
+            handler.handle(record)
+        early.records.clear()
     logging.getLogger(LOGGER_NAME).addHandler(handler)
     logging.getLogger("py.warnings").addHandler(handler)
 

@@ -17,7 +17,7 @@ into ``<output_dir>/frc.json`` and ``frc.png``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,7 @@ def split_halves(scan: Any) -> tuple[Any, Any]:
 
 
 def run_halves(out_dir: Path, scan: Any, run_one: Callable[[Path, Any], list[Path]],
-               log: logging.Logger) -> list[Path]:
+               log: logging.Logger, parts: Sequence[Any] | None = None) -> list[Path]:
     """Run ``run_one(directory, half_scan)`` on each half, then their FRC.
 
     Args:
@@ -55,6 +55,8 @@ def run_halves(out_dir: Path, scan: Any, run_one: Callable[[Path, Any], list[Pat
         scan: the whole scan (ScanData).
         run_one: the command's pipeline on one scan into one directory; returns written paths
             (it must write ``reconstruction.npz`` there).
+        parts: ``split_halves(scan)`` when the caller already split (and checked) the halves;
+            ``run_one`` then receives these very objects.
 
     Returns:
         Every written path: both halves' outputs, then ``frc.json`` and ``frc.png``.
@@ -62,7 +64,7 @@ def run_halves(out_dir: Path, scan: Any, run_one: Callable[[Path, Any], list[Pat
     from ptycho_k3.cli.evaluate import frc_files, frc_summary
 
     written: list[Path] = []
-    parts = split_halves(scan)
+    parts = split_halves(scan) if parts is None else tuple(parts)
     for name, part in zip(HALVES, parts, strict=True):
         log.info("%s: %d of %d positions (%s)", name, part.n_positions, scan.n_positions, RULE)
         where = Path(out_dir) / name
@@ -77,6 +79,15 @@ def run_halves(out_dir: Path, scan: Any, run_one: Callable[[Path, Any], list[Pat
 
 
 def run_scan(out_dir: Path, scan: Any, run_one: Callable[[Path, Any], list[Path]],
-             log: logging.Logger, *, halves: bool) -> list[Path]:
-    """``run_one(out_dir, scan)``, or with ``halves`` :func:`run_halves`; the written paths."""
-    return run_halves(out_dir, scan, run_one, log) if halves else run_one(Path(out_dir), scan)
+             log: logging.Logger, *, halves: bool, parts: Sequence[Any] | None = None
+             ) -> list[Path]:
+    """``run_one(out_dir, scan)``, or with ``halves`` :func:`run_halves` (on ``parts`` when
+    given); the written paths."""
+    if halves:
+        return run_halves(out_dir, scan, run_one, log, parts)
+    return run_one(Path(out_dir), scan)
+
+
+def scan_parts(scan: Any, halves: bool) -> tuple[Any, ...]:
+    """What :func:`run_scan` reconstructs: the two halves, or the whole scan."""
+    return split_halves(scan) if halves else (scan,)

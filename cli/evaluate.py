@@ -41,6 +41,7 @@ from ptycho_k3.cli._common import (
     run_main,
     setup_logging,
 )
+from ptycho_k3.config import EvaluationConfig
 
 PROG = "ptycho-evaluate"
 
@@ -68,10 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
                   "true)")
     add_flag(p, "M", type=positive_int, default=None,
              help="stitching crop for the scored window (default: the reconstruction's)")
-    add_flag(p, "max_shift", type=positive_int, default=3, help="registration bound (px)")
-    add_flag(p, "trim", type=int, default=2, help="pixels trimmed from each side before scoring")
-    add_flag(p, "ms_ssim_sigma", type=number, default=1.0,
-             help="amplitude blur of the legacy MS-SSIM")
+    add_flag(p, "max_shift", type=positive_int, default=EvaluationConfig.max_shift,
+             help=f"registration bound (px; default {EvaluationConfig.max_shift})")
+    add_flag(p, "trim", type=int, default=EvaluationConfig.trim,
+             help=f"pixels trimmed from each side before scoring (default {EvaluationConfig.trim})")
+    add_flag(p, "ms_ssim_sigma", type=number, default=EvaluationConfig.ms_ssim_sigma,
+             help=f"amplitude blur of the legacy MS-SSIM (default {EvaluationConfig.ms_ssim_sigma})")
     p.add_argument("--no-register", dest="register", action="store_false",
                    help="score without sub-pixel registration")
     p.add_argument("--quiet", "-q", action="store_true", help="no summary on stdout")
@@ -129,10 +132,14 @@ def load_reconstruction(path: str) -> dict[str, Any]:
     if pixel is not None and not pixel > 0:
         raise DataError(f"{path}: 'pixel_size_m' must be > 0 (metres), got {pixel:g}")
     m = _scalar(z, "M", path, None)
+    missing = [key for key in ("x0", "y0") if key not in z]
+    if missing:  # without its origin the object cannot be placed in scan coordinates
+        raise DataError(f"{path}: no {' or '.join(repr(k) for k in missing)} (the object's "
+                        "origin in scan coordinates; expected a ptycho-k3 reconstruction.npz)")
     return {
         "object": obj.astype(np.complex64),
-        "x0": _scalar(z, "x0", path, 0.0),
-        "y0": _scalar(z, "y0", path, 0.0),
+        "x0": _scalar(z, "x0", path, None),
+        "y0": _scalar(z, "y0", path, None),
         "positions": positions,
         "M": None if m is None else int(m),
         "pixel_size_m": pixel,
@@ -233,11 +240,12 @@ def run(args: argparse.Namespace) -> int:
     x0, y0 = rec["x0"], rec["y0"]
     if x0 != int(x0) or y0 != int(y0):
         raise DataError(f"{args.reconstruction}: x0/y0 must be whole pixels, got {x0}, {y0}")
+    config = EvaluationConfig(M=args.M or rec["M"], register_images=args.register,
+                              max_shift=args.max_shift, trim=args.trim,
+                              ms_ssim_sigma=args.ms_ssim_sigma)
     try:
-        metrics = evaluate(rec["object"], gt, x0=int(x0), y0=int(y0), positions=rec["positions"],
-                           M=args.M or rec["M"], register_images=args.register,
-                           max_shift=args.max_shift, trim=args.trim,
-                           ms_ssim_sigma=args.ms_ssim_sigma)
+        metrics = evaluate(rec["object"], gt, config=config, x0=int(x0), y0=int(y0),
+                           positions=rec["positions"])
     except ValueError as exc:
         raise DataError(f"cannot score {args.reconstruction} against {args.ground_truth}: "
                         f"{exc}") from None

@@ -50,9 +50,10 @@ from ptycho_k3.cli._common import (
 )
 from ptycho_k3.cli._data import DEFAULTS as DATA_DEFAULTS
 from ptycho_k3.cli._data import add_data_flags, measured_options
-from ptycho_k3.cli._halves import run_scan, split_halves
+from ptycho_k3.cli._halves import run_scan, scan_parts
 from ptycho_k3.cli._refine import DEFAULTS as REFINE_DEFAULTS
 from ptycho_k3.cli._refine import add_refine_flags, refine_config
+from ptycho_k3.config import DEFAULT_M
 from ptycho_k3.config_io import UNSET, explicit_values, ignored_settings, load_yaml
 
 PROG = "ptycho-infer"
@@ -66,7 +67,7 @@ DEFAULTS: dict[str, Any] = {
     "n_subsample": None,
     "subsample_seed": None,
     "batch_size": 32,
-    "M": 20,
+    "M": DEFAULT_M,
     "seed": 45,
     "neighbor_count": 4,
     "phase_vmin": None,
@@ -106,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(p, "batch_size", type=positive_int, default=UNSET,
              help="groups per forward pass (default 32)")
     add_flag(p, "M", type=positive_int, default=UNSET,
-             help="central crop of each patch kept when stitching (default 20)")
+             help=f"central crop of each patch kept when stitching (default {DEFAULT_M})")
     add_flag(p, "seed", type=positive_int_or_zero, default=UNSET,
              help="seed of grouping and subsampling (default 45, the original's)")
     add_flag(p, "neighbor_count", type=positive_int, default=UNSET,
@@ -216,8 +217,12 @@ def reconstruct_and_save(
     options: dict[str, Any],
     log: logging.Logger,
     progress: bool,
+    grouped: Any = None,
 ) -> dict[str, Any]:
     """Reconstruct ``scan`` and write every inference output under ``out_dir``.
+
+    ``grouped`` is the scan's grouping from :func:`ptycho_k3.infer.group_for_inference` when
+    the caller checked it already (default: grouped here).
 
     Returns:
         A summary: written paths, timings, metrics (or None).
@@ -229,7 +234,7 @@ def reconstruct_and_save(
     rec = reconstruct(models, scan, input_scale=input_scale, n_groups=options["n_groups"],
                       batch_size=options["batch_size"], seed=options["seed"], M=options["M"],
                       neighbor_count=options["neighbor_count"], progress=progress,
-                      keep_patches=options["debug_dump"] is not None)
+                      keep_patches=options["debug_dump"] is not None, grouped=grouped)
     st = rec.stitched
     log.info("reconstructed %d groups in %.2f s (predict %.2f s, stitch %.2f s); object %dx%d",
              len(rec.centres), time.perf_counter() - t0, rec.seconds_predict,
@@ -325,12 +330,14 @@ def run(args: argparse.Namespace) -> int:
                      int(options["subsample_seed"] if options["subsample_seed"] is not None
                          else options["seed"]), log, options)
     check_compatible(scan, info.params, str(info.path), options["gridsize"])
-    if options["halves"]:
-        split_halves(scan)  # fewer than 2 positions is refused before any output
+    # --halves: fewer than 2 positions is refused before any output.
+    parts = scan_parts(scan, bool(options["halves"]))
     if options["refine"].iterations > 0:
         from ptycho_k3.refine import measurements
 
         measurements(scan)  # a pattern with no valid pixel is refused before any output
+    # So is a scan that cannot be grouped at the bundle's gridsize or normalised.
+    groups = pinn_groups(parts, info.params, options)
 
     from ptycho_k3.bundle import load_bundle
 
@@ -350,11 +357,41 @@ def run(args: argparse.Namespace) -> int:
     def one(where: Path, part: Any) -> list[Path]:
         return reconstruct_and_save(
             where, bundle.models, part, input_scale=bundle.input_scale, options=options,
-            log=log, progress=not args.quiet and sys.stderr.isatty())["written"]
+            log=log, progress=not args.quiet and sys.stderr.isatty(),
+            grouped=groups[id(part)])["written"]
 
-    written += run_scan(out_dir, scan, one, log, halves=bool(options["halves"]))
+    written += run_scan(out_dir, scan, one, log, halves=bool(options["halves"]), parts=parts)
     print_written(written, args.quiet)
     return 0
+
+
+def pinn_groups(parts: Sequence[Any], params: dict[str, Any], options: dict[str, Any]
+                ) -> dict[int, Any]:
+    """The network's groups of every part (``id(part)`` -> GroupedData), made before any
+    output exists: a scan with fewer positions than the bundle's gridsize^2, or with zero
+    energy, is a DataError naming the file (no Keras needed)."""
+    from ptycho_k3.cli._halves import HALVES
+    from ptycho_k3.config import ModelConfig
+    from ptycho_k3.data import DataError
+    from ptycho_k3.infer import group_for_inference
+
+    gridsize = int(params["model"].get("gridsize", 1))
+    try:  # the model's canvas side, for the margin warning (a bad config fails at loading)
+        canvas = ModelConfig.from_dict(params["model"]).canvas_size
+    except (ValueError, TypeError):
+        canvas = None
+    groups = {}
+    for i, part in enumerate(parts):
+        try:
+            groups[id(part)] = group_for_inference(
+                part, gridsize, n_groups=options.get("n_groups"), seed=int(options["seed"]),
+                neighbor_count=int(options["neighbor_count"]), canvas_size=canvas)
+        except DataError as exc:
+            if len(parts) == 1:
+                raise
+            raise DataError(f"{exc} (in {HALVES[i]} of --halves: {part.n_positions} positions)"
+                            ) from None
+    return groups
 
 
 def print_written(paths: Sequence[Path], quiet: bool) -> None:

@@ -41,10 +41,11 @@ from ptycho_k3.cli._common import (
 )
 from ptycho_k3.cli._data import DEFAULTS as DATA_DEFAULTS
 from ptycho_k3.cli._data import add_data_flags, measured_options
-from ptycho_k3.cli._halves import run_scan, split_halves
+from ptycho_k3.cli._halves import run_scan, scan_parts
 from ptycho_k3.cli._refine import DEFAULTS as REFINE_DEFAULTS
 from ptycho_k3.cli._refine import add_refine_flags, non_negative_int, refine_config
-from ptycho_k3.cli.infer import add_bool, check_compatible, load_scan, print_written
+from ptycho_k3.cli.infer import add_bool, check_compatible, load_scan, pinn_groups, print_written
+from ptycho_k3.config import DEFAULT_M
 from ptycho_k3.config_io import UNSET, explicit_values, load_yaml
 
 PROG = "ptycho-reconstruct"
@@ -58,7 +59,7 @@ DEFAULTS: dict[str, Any] = {
     "model_path": None,
     "n_subsample": None,
     "batch_size": 32,
-    "M": 20,
+    "M": DEFAULT_M,
     "seed": 45,
     "neighbor_count": 4,
     "phase_vmin": None,
@@ -86,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
              help="groups per PINN forward pass (--init pinn; default 32)")
     add_flag(p, "M", type=positive_int, default=UNSET,
              help="central crop of PINN patches when stitching, and the scored region's "
-                  "margin (default 20)")
+                  f"margin (default {DEFAULT_M})")
     add_flag(p, "seed", type=non_negative_int, default=UNSET,
              help="seed of subsampling, grouping and the refinement's batch order (default 45)")
     add_flag(p, "neighbor_count", type=positive_int, default=UNSET,
@@ -147,8 +148,19 @@ def run(args: argparse.Namespace) -> int:
     from ptycho_k3.refine import measurements
 
     measurements(scan)  # a pattern with no valid pixel is refused before any output
-    if options["halves"]:
-        split_halves(scan)  # fewer than 2 positions is refused before any output
+    # --halves: fewer than 2 positions is refused before any output.
+    parts = scan_parts(scan, bool(options["halves"]))
+    # --init pinn: so is a scan that cannot be grouped at the bundle's gridsize or normalised;
+    # a flat start refuses diffraction without energy (nothing to reconstruct).
+    groups = {} if info is None else pinn_groups(parts, info.params, options)
+    if info is None:
+        from ptycho_k3.data import DataError, normalization_factor
+        from ptycho_k3.data.grouping import named_error
+
+        try:
+            normalization_factor(scan.diffraction)
+        except DataError as exc:
+            raise named_error(exc, scan.source) from None
 
     out_dir = Path(options["output_dir"])
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -159,23 +171,26 @@ def run(args: argparse.Namespace) -> int:
 
     def one(where: Path, part: Any) -> list[Path]:
         return _reconstruct_one(where, part, options, info, log, backend,
-                                progress=not args.quiet and sys.stderr.isatty())
+                                progress=not args.quiet and sys.stderr.isatty(),
+                                grouped=groups.get(id(part)))
 
-    written += run_scan(out_dir, scan, one, log, halves=bool(options["halves"]))
+    written += run_scan(out_dir, scan, one, log, halves=bool(options["halves"]), parts=parts)
     print_written(written, args.quiet)
     return 0
 
 
 def _reconstruct_one(out_dir: Path, scan: Any, options: dict[str, Any], info: Any,
-                     log: logging.Logger, backend: str, progress: bool) -> list[Path]:
-    """Flat or PINN start -> refinement -> every output under ``out_dir``; the written paths."""
+                     log: logging.Logger, backend: str, progress: bool,
+                     grouped: Any = None) -> list[Path]:
+    """Flat or PINN start -> refinement -> every output under ``out_dir``; the written paths.
+    ``grouped``: the PINN's groups of ``scan`` (:func:`ptycho_k3.cli.infer.pinn_groups`)."""
     from ptycho_k3.refine.workflow import Scoring, run_refinement
 
     start, seconds_start, written = None, 0.0, []
     positions = scan.positions
     if info is not None:
         start, positions, seconds_start, written = _pinn_start(info, scan, options, log, out_dir,
-                                                               backend)
+                                                               backend, grouped)
     scoring = None if scan.object is None else Scoring(scan.object, positions, options["M"])
     summary = run_refinement(
         out_dir, scan, options["refine"], start=start,
@@ -191,7 +206,8 @@ def _reconstruct_one(out_dir: Path, scan: Any, options: dict[str, Any], info: An
 
 
 def _pinn_start(info: Any, scan: Any, options: dict[str, Any], log: logging.Logger,
-                out_dir: Path, backend: str) -> tuple[Any, Any, float, list[Path]]:
+                out_dir: Path, backend: str, grouped: Any = None
+                ) -> tuple[Any, Any, float, list[Path]]:
     """Load the bundle, reconstruct with the PINN, keep its object as pinn_reconstruction.npz."""
     from ptycho_k3 import outputs
     from ptycho_k3.bundle import load_bundle
@@ -204,7 +220,7 @@ def _pinn_start(info: Any, scan: Any, options: dict[str, Any], log: logging.Logg
     rec = reconstruct(bundle.models, scan, input_scale=bundle.input_scale,
                       batch_size=options["batch_size"], seed=int(options["seed"]),
                       M=options["M"], neighbor_count=options["neighbor_count"],
-                      keep_patches=False)
+                      keep_patches=False, grouped=grouped)
     seconds = time.perf_counter() - t0
     st = rec.stitched
     log.info("PINN start: %d groups in %.2f s (bundle load included)", len(rec.centres), seconds)

@@ -33,9 +33,10 @@ from ptycho_k3.cli._common import (
     select_backend,
     setup_logging,
 )
+from ptycho_k3.config import DEFAULT_NPHOTONS, SUPPORTED_N
+from ptycho_k3.data.objects import OBJECT_KINDS
 
 PROG = "ptycho-simulate"
-_OBJECTS = ("lines", "grf", "points", "diagonals")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,16 +47,16 @@ def build_parser() -> argparse.ArgumentParser:
                     "--from, writes OUTPUT_DIR/train.npz and OUTPUT_DIR/test.npz from two "
                     "different objects of the same kind, with the same probe and positions.",
     )
-    add_flag(p, "object", choices=_OBJECTS, default="lines",
+    add_flag(p, "object", choices=OBJECT_KINDS, default="lines",
              help="synthetic object kind (default lines)")
-    add_flag(p, "N", type=integer, choices=(64, 128, 256), default=64,
+    add_flag(p, "N", type=integer, choices=SUPPORTED_N, default=64,
              help="patch / detector side in pixels (default 64)")
     add_flag(p, "n_images", type=positive_int, default=2000,
              help="diffraction patterns in train.npz (default 2000)")
     add_flag(p, "n_test_images", type=positive_int, default=None,
              help="patterns in test.npz (default: same as --n_images)")
-    add_flag(p, "nphotons", type=positive_number, default=1e9,
-             help="expected photons per pattern, Poisson noise level (default 1e9)")
+    add_flag(p, "nphotons", type=positive_number, default=DEFAULT_NPHOTONS,
+             help=f"expected photons per pattern, Poisson noise level (default {DEFAULT_NPHOTONS:g})")
     add_flag(p, "seed", type=integer, default=0,
              help="seed of every random choice: objects, positions, noise (default 0)")
     add_flag(p, "output_dir", default=".",

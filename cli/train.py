@@ -43,7 +43,13 @@ from ptycho_k3.cli._common import (
 )
 from ptycho_k3.cli._data import FIELDS as DATA_FIELDS
 from ptycho_k3.cli._data import add_data_flags, measured_options
-from ptycho_k3.config import AMP_ACTIVATIONS, HIDDEN_ACTIVATIONS, MODEL_TYPES, PRECISIONS
+from ptycho_k3.config import (
+    AMP_ACTIVATIONS,
+    DEFAULT_NPHOTONS,
+    HIDDEN_ACTIVATIONS,
+    MODEL_TYPES,
+    PRECISIONS,
+)
 from ptycho_k3.config_io import (
     LEGACY_IGNORED,
     UNSET,
@@ -118,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
                           ("phase_label_weight", 1.0)):
         add_flag(t, name, type=number, default=UNSET, help=f"loss weight (default {default})")
     add_flag(t, "nphotons", type=number, default=UNSET,
-             help="photons per pattern (default: the file's _metadata, else 1e9)")
+             help=f"photons per pattern (default: the file's _metadata, else {DEFAULT_NPHOTONS:g})")
     add_flag(t, "n_groups", type=optional_int, default=UNSET,
              help="number of groups (default 512)")
     add_flag(t, "n_images", type=optional_int, default=UNSET,
@@ -201,21 +207,33 @@ def run(args: argparse.Namespace) -> int:
     import keras
 
     from ptycho_k3 import __version__
-    from ptycho_k3.train import train
+    from ptycho_k3.train import prepare, train
 
-    out_dir = Path(cfg.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    add_log_file(out_dir / "train.log")
     log.info("ptycho-k3 %s, keras %s, backend %s", __version__, keras.__version__, backend)
     log.info("%s", nphotons_message(merged, train_scan.nphotons))
     non_default = {k: v for k, v in merged.sources.items() if v != "default"}
     log.debug("settings not at their default: %s", non_default)
+    # The data checks of the run (grouping, normalisation, validation split; the test scan's
+    # grouping) pass before the output directory, train.log or config.yaml exist.
+    prepared = prepare(cfg, train_scan)
+    test_groups = None
+    if do_stitching:
+        from ptycho_k3.infer import group_for_inference
+
+        test_groups = group_for_inference(test_scan, cfg.model.gridsize, n_groups=cfg.n_groups,
+                                          seed=cfg.seed, neighbor_count=cfg.neighbor_count,
+                                          canvas_size=cfg.model.canvas_size)
+
+    out_dir = Path(cfg.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    add_log_file(out_dir / "train.log")  # with the lines logged so far
     save_config_yaml(out_dir / "config.yaml", cfg, {"do_stitching": do_stitching},
                      header=f"effective ptycho-train config (backend {backend}); "
                             "reload with --config")
 
     t0 = time.perf_counter()
-    result = train(cfg, train_scan, test_data=test_scan, verbose=progress_verbosity(args))
+    result = train(cfg, train_scan, test_data=test_scan, verbose=progress_verbosity(args),
+                   prepared=prepared)
     seconds = time.perf_counter() - t0
     log.info("trained %d epochs in %.1f s (%.2f s/epoch), final loss %.5g",
              result.epochs_run, seconds, result.seconds_per_epoch, result.history["loss"][-1])
@@ -259,7 +277,8 @@ def run(args: argparse.Namespace) -> int:
         options.update(n_groups=cfg.n_groups, seed=cfg.seed, neighbor_count=cfg.neighbor_count)
         summary = reconstruct_and_save(out_dir, result.models, test_scan,
                                        input_scale=result.input_scale, options=options, log=log,
-                                       progress=not args.quiet and sys.stderr.isatty())
+                                       progress=not args.quiet and sys.stderr.isatty(),
+                                       grouped=test_groups)
         written += summary["written"]
     written.append(out_dir / "train.log")
     if not args.quiet:

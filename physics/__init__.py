@@ -2,10 +2,12 @@
 
 Complex fields are ``(re, im)`` pairs of float32 tensors; images live in the last two axes;
 offsets are ``[dx, dy]`` = [x (column), y (row)] in pixels and move content by ``+offset``.
-Set-up helpers (probe, scaling, noise) take and return NumPy.
+Set-up helpers (probe, scaling, noise) take and return NumPy. The forward model is composed in
+one place, ``PtychoOperator`` (``operator``): extraction, illumination and far field, with the
+adjoint of its linear part.
 
-Names are loaded on first use, so the NumPy-only submodules (``scaling``, ``noise``, ``probe``)
-can be imported without importing Keras (the data loader relies on that).
+Names are loaded on first use, so the NumPy-only submodules (``scaling``, ``noise``, ``probe``,
+``geometry``) can be imported without importing Keras (the data loader relies on that).
 """
 
 from importlib import import_module
@@ -33,8 +35,8 @@ _SUBMODULE = {
     "realspace_mae": "losses",
     "total_variation": "losses",
     "poisson_amplitudes": "noise",
-    "canvas_margin": "patches",
-    "canvas_size": "patches",
+    "canvas_margin": "geometry",
+    "canvas_size": "geometry",
     "centre_crop": "patches",
     "extract_patches": "patches",
     "pad_centre": "patches",
@@ -48,11 +50,15 @@ _SUBMODULE = {
     "factor_for_energy": "scaling",
     "normalization_factor": "scaling",
     "simulation_intensity_scale": "scaling",
+    "PtychoOperator": "operator",
+    "scan_forward": "operator",
+    "scan_intensities": "operator",
+    "smooth_adjoint": "operator",
     "extract_at": "scan",
     "extract_real_at": "scan",
     "extract_many_at": "scan",
-    "scan_forward": "scan",
-    "scan_intensities": "scan",
+    "place_at": "scan",
+    "place_many_at": "scan",
     "window_indices": "scan",
     "shift_weights": "translation",
     "translate": "translation",

@@ -1,6 +1,8 @@
-"""The full-scan forward model: one object canvas, many scan positions, one probe.
+"""Sampling of one object canvas at many scan positions, and its adjoint.
 
-This is the composition the iterative refinement (:mod:`ptycho_k3.refine`) differentiates:
+This is the extraction of the full-scan forward model that the iterative refinement
+(:mod:`ptycho_k3.refine`) differentiates; the composition itself is
+:class:`~ptycho_k3.physics.operator.PtychoOperator` with ``frame="scan"``:
 
     patch_j = extract_at(O, r_j)            bilinear window of the canvas at position r_j
     psi_j   = P * patch_j                   (``diffraction.illuminate``)
@@ -18,8 +20,6 @@ than one group's and the matrices would cost ``O(N * H * W)`` per patch.
 from __future__ import annotations
 
 from keras import ops
-
-from .diffraction import far_field_intensity, illuminate
 
 
 def window_indices(positions, n: int, width: int):
@@ -91,26 +91,35 @@ def extract_real_at(canvas, positions, n: int):
     return extract_many_at((canvas,), positions, n)[0]
 
 
-def scan_forward(canvases, probe_re, probe_im, positions, scale: float = 1.0):
-    """Predicted diffraction intensities of a scan: extract, illuminate, diffract.
+def _bilinear_adjoint(patch, fx, fy):
+    """Transpose of :func:`_bilinear`: ``(B, n, n)`` patches -> ``(B, n+1, n+1)`` windows."""
+    rows = ops.pad((1.0 - fy) * patch, [(0, 0), (0, 1), (0, 0)]) + ops.pad(
+        fy * patch, [(0, 0), (1, 0), (0, 0)])
+    return ops.pad((1.0 - fx) * rows, [(0, 0), (0, 0), (0, 1)]) + ops.pad(
+        fx * rows, [(0, 0), (0, 0), (1, 0)])
 
-    Args:
-        canvases: a sequence of float32 ``(H, W)`` canvases, the object's re and im first; any
-            further canvases are extracted at the same positions and returned with them.
-        probe_re, probe_im: float32 probe ``(N, N)``.
-        positions: float32 ``(B, 2)`` ``[x, y]`` canvas pixels (see :func:`extract_at`).
-        scale: ``s``, amplitude units -> sqrt(counts); intensities are multiplied by ``s^2``.
 
-    Returns:
-        ``(I, patches)``: float32 ``(B, N, N)`` intensities in counts (DC at ``(N/2, N/2)``) and
-        the tuple of ``(B, N, N)`` patches, one per canvas.
+def place_many_at(patches, positions, shape) -> tuple:
+    """Adjoint of :func:`extract_many_at`: scatter-add ``(B, n, n)`` patches onto ``(H, W)``.
+
+    Each patch is spread over its position's ``(n+1) x (n+1)`` window with the transposed
+    bilinear taps and the windows are summed, so ``<extract(O), p> = <O, place(p)>`` for any
+    canvas ``O`` and patches ``p`` (the explicit form of the autodiff transpose of the gather).
+    Same precondition on the positions as :func:`extract_at`. Returns a tuple of float32
+    ``(H, W)`` canvases, one per patch stack.
     """
-    n = int(probe_re.shape[-1])
-    patches = extract_many_at(canvases, positions, n)
-    e_re, e_im = illuminate(patches[0], patches[1], probe_re, probe_im)
-    return far_field_intensity(e_re, e_im) * (scale * scale), patches
+    h, w = int(shape[0]), int(shape[1])
+    n = int(patches[0].shape[-1])
+    idx, fx, fy = window_indices(positions, n, w)
+    flat = ops.reshape(idx, (-1, 1))
+
+    def one(p):
+        window = _bilinear_adjoint(ops.cast(p, "float32"), fx, fy)
+        return ops.reshape(ops.scatter(flat, ops.reshape(window, (-1,)), (h * w,)), (h, w))
+
+    return tuple(one(p) for p in patches)
 
 
-def scan_intensities(obj_re, obj_im, probe_re, probe_im, positions, scale: float = 1.0):
-    """:func:`scan_forward` of one object ``(H, W)`` given as re and im: ``(B, N, N)`` counts."""
-    return scan_forward((obj_re, obj_im), probe_re, probe_im, positions, scale)[0]
+def place_at(re, im, positions, shape):
+    """Adjoint of :func:`extract_at` for one complex canvas: ``(re, im)`` float32 ``(H, W)``."""
+    return place_many_at((re, im), positions, shape)

@@ -11,11 +11,17 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 import warnings
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
+#: Patch / detector sides N the encoder/decoder ladders exist for.
 SUPPORTED_N = (64, 128, 256)
+#: Default side M of the central crop of each patch kept when stitching (the original CLIs use 20).
+DEFAULT_M = 20
+#: Default expected photons per diffraction pattern (simulation, training's intensity scale).
+DEFAULT_NPHOTONS = 1e9
 AMP_ACTIVATIONS = ("sigmoid", "swish", "softplus", "relu")
 HIDDEN_ACTIVATIONS = ("relu", "swish", "gelu")
 PRECISIONS = ("float32", "mixed_bfloat16")
@@ -39,8 +45,27 @@ def _finite_nonneg(name: str, value: float) -> None:
     )
 
 
+def group_size(gridsize: int) -> int:
+    """C = gridsize^2, the number of diffraction patterns per group."""
+    return gridsize * gridsize
+
+
+class _FlatConfig:
+    """``to_dict`` / ``from_dict`` of a flat config dataclass: plain JSON-ready values out, and in
+    only known fields (an unknown key is a :class:`ConfigError` naming the section)."""
+
+    _SECTION: ClassVar[str] = "config"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Any:
+        return cls(**_known(cls, values, cls._SECTION))
+
+
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(_FlatConfig):
     """Architecture and physics settings (docs/conventions.md §12; defaults are the original CLI's).
 
     ``hidden_activation`` is the activation of every hidden convolution (the original's ReLU);
@@ -51,6 +76,8 @@ class ModelConfig:
     the per-group canvas ``P = N + (gridsize - 1) * offset + max_position_jitter`` and the
     default probe.
     """
+
+    _SECTION: ClassVar[str] = "model"
 
     N: int = 64
     gridsize: int = 1
@@ -131,8 +158,8 @@ class ModelConfig:
 
     @property
     def group_size(self) -> int:
-        """C = gridsize^2, the number of diffraction patterns per group."""
-        return self.gridsize * self.gridsize
+        """C, the diffraction patterns per group (:func:`group_size` of ``gridsize``)."""
+        return group_size(self.gridsize)
 
     @property
     def object_channels(self) -> int:
@@ -141,15 +168,11 @@ class ModelConfig:
 
     @property
     def canvas_size(self) -> int:
-        """Per-group canvas side P (docs/conventions.md §4)."""
-        return self.N + (self.gridsize - 1) * self.offset + self.max_position_jitter
+        """Per-group canvas side P (docs/conventions.md §4) of the configured geometry."""
+        from ptycho_k3.physics.geometry import canvas_size  # integer arithmetic, no Keras
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return canvas_size(self.N, self.gridsize, self.offset, self.max_position_jitter)
 
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> ModelConfig:
-        return cls(**_known(cls, values, "model"))
 
 
 @dataclass(frozen=True)
@@ -273,7 +296,7 @@ class TrainingConfig:
     tv_weight: float = 0.0
     amp_label_weight: float = 1.0
     phase_label_weight: float = 1.0
-    nphotons: float = 1e9
+    nphotons: float = DEFAULT_NPHOTONS
     n_groups: int = 512
     n_subsample: int | None = None
     subsample_seed: int | None = None
@@ -325,6 +348,18 @@ class TrainingConfig:
             f"({self.model.group_size}) to form groups",
         )
         _require(
+            self.neighbor_pool_size is None
+            or (isinstance(self.neighbor_pool_size, int) and self.neighbor_pool_size >= 1),
+            f"neighbor_pool_size must be an integer >= 1 or none, got {self.neighbor_pool_size!r}",
+        )
+        _require(
+            not self.enable_oversampling or self.model.gridsize == 1
+            or self.neighbor_pool_size is None
+            or self.neighbor_pool_size >= self.model.group_size,
+            f"neighbor_pool_size ({self.neighbor_pool_size}) must be >= gridsize^2 "
+            f"({self.model.group_size}) to oversample groups",
+        )
+        _require(
             0.0 < self.validation_fraction < 0.5,
             f"validation_fraction must be in (0, 0.5), got {self.validation_fraction!r}",
         )
@@ -333,18 +368,20 @@ class TrainingConfig:
         _require(0 < self.lr_factor < 1, f"lr_factor must be in (0, 1), got {self.lr_factor!r}")
         _require(self.min_lr >= 0, f"min_lr must be >= 0, got {self.min_lr!r}")
         _require(isinstance(self.seed, int), f"seed must be an integer, got {self.seed!r}")
-        if self.model.model_type == "supervised" and not self.model.object_big:
-            _require(
-                self.model.gridsize == 1,
-                "model_type 'supervised' with object_big false predicts one patch per group and "
-                "needs gridsize 1 (labels are per member)",
-            )
         if self.batch_size & (self.batch_size - 1):
             warnings.warn(
                 f"batch_size {self.batch_size} is not a power of two (the original required one)",
                 stacklevel=2,
             )
-        self.loss  # noqa: B018  (resolve now: an unsupported combination fails here)
+        spec = self.loss  # resolve now: an unsupported combination fails here
+        _check_loss_geometry(spec, self.model)
+        if (spec.model_type == "pinn" and self.realspace_weight > 0
+                and not {"realspace_mae", "tv"} & set(spec.metric_names)):
+            warnings.warn(
+                f"realspace_weight={self.realspace_weight} has no effect: it scales "
+                "realspace_mae_weight and tv_weight, which are both 0",
+                stacklevel=2,
+            )
 
     @property
     def loss(self) -> LossSpec:
@@ -372,6 +409,27 @@ class TrainingConfig:
         return cls(model=model, **_known(cls, values, "training"))
 
 
+#: Loss terms that compare the decoded patches ``(B, N, N, C')`` with per-member labels
+#: ``(B, N, N, C)`` element by element.
+LABEL_TERMS = ("amp_mae", "phase_mae", "realspace_mae")
+
+
+def _check_loss_geometry(spec: LossSpec, model: ModelConfig) -> None:
+    """Reject label terms whose shapes would only broadcast: with ``object_big`` false the model
+    decodes one patch per group (``C' = 1``), the labels have one patch per member (``C``)."""
+    label_terms = [name for name in spec.metric_names if name in LABEL_TERMS]
+    if not label_terms or model.object_channels == model.group_size:
+        return
+    fix = ("use object_big true or gridsize 1" if spec.model_type == "supervised" else
+           "use object_big true or gridsize 1, or set realspace_mae_weight 0")
+    raise ConfigError(
+        f"model_type {spec.model_type!r} with object_big false and gridsize "
+        f"{model.gridsize} decodes one patch per group of {model.group_size}, but the loss "
+        f"term(s) {', '.join(label_terms)} compare it with one label per member (labels are "
+        f"per member); {fix}"
+    )
+
+
 def _known(cls, values: dict[str, Any], where: str) -> dict[str, Any]:
     names = {f.name for f in dataclasses.fields(cls)} - {"model"}
     unknown = sorted(set(values) - names)
@@ -385,7 +443,7 @@ REFINE_INITS = ("flat", "pinn")
 
 
 @dataclass(frozen=True)
-class RefineConfig:
+class RefineConfig(_FlatConfig):
     """Options of the iterative refinement (:mod:`ptycho_k3.refine`), shared by ``ptycho-infer
     --refine_iterations`` and ``ptycho-reconstruct``.
 
@@ -408,6 +466,8 @@ class RefineConfig:
         max_position_shift: clamp of one iteration's correction per position (pixels).
         seed: seeds the order of positions in each iteration.
     """
+
+    _SECTION: ClassVar[str] = "refine"
 
     iterations: int = 0
     batch: int = 128
@@ -439,9 +499,70 @@ class RefineConfig:
         _require(isinstance(self.alpha, int | float) and 0 < self.alpha <= 1,
                  f"refine alpha must be in (0, 1], got {self.alpha!r}")
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> RefineConfig:
-        return cls(**_known(cls, values, "refine"))
+
+#: Phase alignment variants of the evaluation (:func:`ptycho_k3.metrics.align_phase`).
+#:
+#: * ``"difference"`` (default): fit one plane to the wrapped difference ``angle(rec conj(gt))`` and
+#:   remove it from the reconstruction; the ground truth is untouched. This removes exactly the
+#:   ptychographic ambiguities (global phase, linear ramp) without re-shaping the reference, is
+#:   insensitive to phase wraps in the images themselves, and cannot hide a ramp that the ground
+#:   truth really has (fitting each image separately can).
+#: * ``"plane"``: the original's choice, a plane fitted separately to each image's ``angle()`` and
+#:   subtracted from that image.
+#: * ``"mean"``: the original's alternative, each image minus its own mean phase.
+#: * ``"none"``: raw ``angle()`` of both.
+PHASE_PLANE_METHODS: tuple[str, ...] = ("difference", "plane", "mean", "none")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class EvaluationConfig(_FlatConfig):
+    """Options of the evaluation against a ground truth (:func:`ptycho_k3.metrics.evaluate`,
+    docs/conventions.md §18): the alignment (:func:`~ptycho_k3.metrics.align_for_evaluation`)
+    and the scoring (:func:`~ptycho_k3.metrics.score`). The defaults here are those functions'.
+
+    Attributes:
+        M: stitching crop side of the evaluation window ``bbox(positions) ± M/2`` (``None``: the
+            StitchResult's, else :data:`DEFAULT_M`).
+        register_images: run the bounded registration; if ``False`` no shift and no border crop.
+        max_shift: integer registration bound (px).
+        max_subpixel: largest sub-pixel correction applied (px).
+        border: pixels cropped from every side after registration.
+        trim: pixels removed from every border before scoring (legacy ``offset // 2`` = 2).
+        phase_method: one of :data:`PHASE_PLANE_METHODS`.
+        scale_amplitude: multiply the predicted amplitude by ``mean(amp_gt) / mean(amp_pred)``.
+        ms_ssim_sigma: Gaussian blur of the amplitudes before ``ms_ssim_legacy``.
+        frc_sigma: Gaussian smoothing of the FRC curves (rings); 0 = none.
+    """
+
+    _SECTION: ClassVar[str] = "evaluation"
+
+    M: int | None = None
+    register_images: bool = True
+    max_shift: int = 3
+    max_subpixel: float = 1.0
+    border: int = 2
+    trim: int = 2
+    phase_method: str = "difference"
+    scale_amplitude: bool = True
+    ms_ssim_sigma: float = 1.0
+    frc_sigma: float = 0.0
+
+    def __post_init__(self) -> None:
+        _require(self.M is None or (_is_int(self.M) and self.M >= 1),
+                 f"M must be an integer >= 1 or none, got {self.M!r}")
+        for name in ("max_shift", "border", "trim"):
+            value = getattr(self, name)
+            _require(_is_int(value) and value >= 0, f"{name} must be >= 0; got {value!r}")
+        for name in ("register_images", "scale_amplitude"):
+            value = getattr(self, name)
+            _require(isinstance(value, bool), f"{name} must be true or false, got {value!r}")
+        for name in ("max_subpixel", "ms_ssim_sigma", "frc_sigma"):
+            _finite_nonneg(name, getattr(self, name))
+        _require(self.phase_method in PHASE_PLANE_METHODS,
+                 f"phase method must be one of {PHASE_PLANE_METHODS}; got {self.phase_method!r}")
+

@@ -11,12 +11,16 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ptycho_k3.data import GroupedData, GroupedDiffraction, ScanData, group_scan
-from ptycho_k3.model import ModelPair
-from ptycho_k3.stitch import DEFAULT_M, StitchResult, StreamingStitcher
+from ptycho_k3.config import DEFAULT_M, group_size
+from ptycho_k3.data import DataError, GroupedData, GroupedDiffraction, ScanData, group_scan
+from ptycho_k3.stitch import StitchResult, StreamingStitcher
+
+if TYPE_CHECKING:  # importing the model would import Keras; grouping needs none
+    from ptycho_k3.model import ModelPair
 
 
 @dataclass
@@ -43,9 +47,28 @@ class Reconstruction:
 def inference_group_count(n_positions: int, gridsize: int, n_groups: int | None) -> int:
     """Groups to reconstruct: all positions (gs 1) or ``positions // gs^2`` (gs > 1), capped by
     ``n_groups`` when given, never below 1 (the original's rule, docs/conventions.md §14)."""
-    available = n_positions if gridsize == 1 else n_positions // (gridsize * gridsize)
-    available = max(1, available)
+    available = max(1, n_positions // group_size(gridsize))
     return available if n_groups is None else max(1, min(int(n_groups), available))
+
+
+def group_for_inference(data: ScanData, gridsize: int, *, n_groups: int | None = None,
+                        seed: int = 0, neighbor_count: int = 4,
+                        canvas_size: int | None = None) -> GroupedData:
+    """The groups :func:`reconstruct` predicts, gathered lazily (no Keras, nothing written).
+
+    Call it before creating any output to refuse a scan that cannot be grouped at the bundle's
+    ``gridsize`` (fewer than ``gridsize^2`` positions) or normalised (zero energy), then pass
+    the result to :func:`reconstruct` (``grouped=``). ``canvas_size``: the model's per-group
+    canvas side (``ModelConfig.canvas_size``) for the margin warning of
+    :func:`~ptycho_k3.data.group_scan`.
+
+    Raises:
+        DataError: the scan cannot be grouped or normalised; the message names the file.
+    """
+    b = inference_group_count(data.n_positions, gridsize, n_groups)
+    k = max(neighbor_count, group_size(gridsize))
+    return group_scan(data, gridsize, n_groups=b, neighbor_count=k, seed=seed,
+                      with_patches=False, lazy=True, canvas_size=canvas_size)
 
 
 def _progress(done: int, total: int) -> None:
@@ -73,7 +96,7 @@ def predict_objects(models: ModelPair, x: np.ndarray | GroupedDiffraction, offse
 def reconstruct(models: ModelPair, data: ScanData, *, input_scale: float,
                 n_groups: int | None = None, batch_size: int = 32, seed: int = 0,
                 M: int = DEFAULT_M, neighbor_count: int = 4, progress: bool = False,
-                keep_patches: bool = True) -> Reconstruction:
+                keep_patches: bool = True, grouped: GroupedData | None = None) -> Reconstruction:
     """Reconstruct the object of ``data`` with a trained model.
 
     Args:
@@ -88,19 +111,23 @@ def reconstruct(models: ModelPair, data: ScanData, *, input_scale: float,
         neighbor_count: K for grouping at gridsize > 1.
         progress: draw a progress bar on stderr.
         keep_patches: also return every predicted patch (memory grows with the scan).
+        grouped: the groups of ``data`` from :func:`group_for_inference` (default: grouped
+            here with ``n_groups``, ``seed`` and ``neighbor_count``).
     """
     cfg = models.config
     if data.n != cfg.N:
-        raise ValueError(
+        raise DataError(
             f"{data.source or 'test data'}: diffraction patterns are {data.n}x{data.n} but the "
             f"model was trained for N={cfg.N}"
         )
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    b = inference_group_count(data.n_positions, cfg.gridsize, n_groups)
-    k = max(neighbor_count, cfg.group_size)
-    grouped = group_scan(data, cfg.gridsize, n_groups=b, neighbor_count=k, seed=seed,
-                         with_patches=False, lazy=True)
+    if grouped is None:
+        grouped = group_for_inference(data, cfg.gridsize, n_groups=n_groups, seed=seed,
+                                      neighbor_count=neighbor_count, canvas_size=cfg.canvas_size)
+    elif grouped.gridsize != cfg.gridsize or grouped.n != cfg.N:
+        raise ValueError(f"reconstruct: groups of gridsize {grouped.gridsize} (N={grouped.n}) "
+                         f"given to a model of gridsize {cfg.gridsize} (N={cfg.N})")
     offsets = grouped.coords_relative.astype(np.float32)
     centres = grouped.centres()
     stitcher = StreamingStitcher(centres, cfg.N, M)

@@ -40,14 +40,10 @@ from typing import Any
 
 import numpy as np
 
-from ptycho_k3.metrics import (
-    _as_image,
-    _square_crop,
-    _wrapped_plane,
-    frc_threshold,
-    json_safe,
-    ring_correlation,
-)
+from ptycho_k3.metrics.align import _wrapped_plane
+from ptycho_k3.metrics.fourier_ring import _square_crop, frc_threshold, ring_correlation
+from ptycho_k3.metrics.pixel import _as_image
+from ptycho_k3.metrics.scoring import json_safe
 
 __all__ = [
     "CRITERIA",

@@ -36,6 +36,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ptycho_k3.config import DEFAULT_M
+
 __all__ = [
     "StitchResult",
     "StreamingStitcher",
@@ -48,8 +50,6 @@ __all__ = [
 
 #: Added to the count map before dividing, as the original does (uncovered pixels stay exactly 0).
 COUNT_EPS = 1e-9
-#: Default central crop kept from each patch (the original CLIs use 20).
-DEFAULT_M = 20
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ import numpy as np
 from ptycho_k3 import physics
 from ptycho_k3.config import TrainingConfig
 from ptycho_k3.data import DataError, GroupedData, ScanData, group_scan
+from ptycho_k3.data.grouping import named_error
 from ptycho_k3.model import ModelPair, build_model
 from ptycho_k3.seeding import set_random_seed
 
@@ -141,16 +142,36 @@ def split_groups(n_groups: int, fraction: float, seed: int) -> tuple[np.ndarray,
     return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
-def train(config: TrainingConfig, train_data: ScanData, *, test_data: ScanData | None = None,
-          verbose: int = 1, callbacks=()) -> TrainResult:
-    """Train a PtychoPINN (or supervised) model on ``train_data``.
+@dataclass(frozen=True, eq=False)
+class PreparedData:
+    """Training data checked against a configuration and grouped (:func:`prepare`).
 
-    ``test_data`` is accepted for the CLI's convenience but not used for fitting (validation is a
-    seeded random ``validation_fraction`` of the training groups). Raises :class:`DataError` for
-    unusable data (checked before any model is built) and :class:`TrainingError` if the loss
-    becomes NaN.
+    Attributes:
+        config: the configuration it was prepared for.
+        grouped: the training groups (normalised diffraction, offsets, labels when needed).
+        input_scale: ``s = sqrt(nphotons) / (N/2)``.
+        train_indices, val_indices: group indices of the seeded validation split.
     """
-    del test_data
+
+    config: TrainingConfig
+    grouped: GroupedData
+    input_scale: float
+    train_indices: np.ndarray
+    val_indices: np.ndarray
+
+
+def prepare(config: TrainingConfig, train_data: ScanData) -> PreparedData:
+    """Check ``train_data`` against ``config``, group it and split off the validation groups.
+
+    Everything in a training run that depends on the data and can fail on it happens here,
+    before a model is built; nothing is written. Call it first to refuse bad input before
+    creating any output, then pass the result to :func:`train` (``prepared=``).
+
+    Raises:
+        DataError: the data does not fit the configuration (N, labels, too few positions for
+            the grouping, zero energy, fewer than 2 groups); the message names the file.
+        ConfigError: an unsupported configuration.
+    """
     mcfg = config.model
     spec = config.loss  # resolves (model_type, weights): an unsupported pair fails here
     if train_data.n != mcfg.N:
@@ -169,17 +190,43 @@ def train(config: TrainingConfig, train_data: ScanData, *, test_data: ScanData |
         enable_oversampling=config.enable_oversampling,
         neighbor_pool_size=config.neighbor_pool_size, n_subsample=config.n_subsample,
         subsample_seed=config.subsample_seed, with_patches=spec.needs_labels,
+        canvas_size=mcfg.canvas_size,
     )
     log.info("grouped %d groups of %d from %d positions (n_subsample=%s)", grouped.n_groups,
              grouped.group_size, train_data.n_positions, config.n_subsample)
-    s = physics.intensity_scale(config.nphotons, mcfg.N)
+    try:
+        tr_idx, va_idx = split_groups(grouped.n_groups, config.validation_fraction, config.seed)
+    except DataError as exc:
+        raise named_error(exc, train_data.source) from None
+    return PreparedData(config=config, grouped=grouped,
+                        input_scale=physics.intensity_scale(config.nphotons, mcfg.N),
+                        train_indices=tr_idx, val_indices=va_idx)
+
+
+def train(config: TrainingConfig, train_data: ScanData, *, test_data: ScanData | None = None,
+          verbose: int = 1, callbacks=(), prepared: PreparedData | None = None) -> TrainResult:
+    """Train a PtychoPINN (or supervised) model on ``train_data``.
+
+    ``test_data`` is accepted for the CLI's convenience but not used for fitting (validation is a
+    seeded random ``validation_fraction`` of the training groups). ``prepared`` is the result of
+    :func:`prepare` for the same ``config`` and data (default: prepared here). Raises
+    :class:`DataError` for unusable data (checked before any model is built) and
+    :class:`TrainingError` if the loss becomes NaN.
+    """
+    del test_data
+    if prepared is None:
+        prepared = prepare(config, train_data)
+    elif prepared.config != config:
+        raise ValueError("train: 'prepared' was made for a different configuration")
+    mcfg, spec = config.model, config.loss
+    grouped, s = prepared.grouped, prepared.input_scale
+    tr_idx, va_idx = prepared.train_indices, prepared.val_indices
     inputs = model_inputs(grouped, s)
     targets = {"amplitude": inputs[0]} if spec.model_type == "pinn" else {}
     if spec.model_type == "pinn" and grouped.valid is not None:
         targets["valid"] = grouped.valid  # invalid detector pixels leave the loss
     if spec.needs_labels:
         targets.update(label_targets(grouped))
-    tr_idx, va_idx = split_groups(grouped.n_groups, config.validation_fraction, config.seed)
 
     set_random_seed(config.seed)
     models = build_model(mcfg, probe=grouped.probe, intensity_scale=s, loss=spec)

@@ -75,6 +75,41 @@ def test_training_config_validates_the_loss_at_construction():
         TrainingConfig(batch_size=12)
 
 
+@pytest.mark.parametrize("weights", [
+    {"realspace_weight": 1.0, "realspace_mae_weight": 1.0},  # realspace_mae: complex L1
+    {"realspace_weight": 1.0, "realspace_mae_weight": 0.5, "tv_weight": 0.1},
+])
+def test_label_terms_need_one_decoded_patch_per_member(weights):
+    """With object_big false the model decodes one patch per group; the label terms compare it
+    with one label per member, which would only broadcast (four labels against one patch)."""
+    with pytest.raises(ConfigError, match=r"object_big false and gridsize 2 decodes one patch "
+                                          r"per group of 4.*realspace_mae"):
+        TrainingConfig(model=ModelConfig(gridsize=2, object_big=False), **weights)
+    with pytest.raises(ConfigError, match=r"object_big false and gridsize 3.*amp_mae, phase_mae"):
+        TrainingConfig(model=ModelConfig(model_type="supervised", gridsize=3, object_big=False),
+                       neighbor_count=9)
+    # The shapes agree: object_big (C patches decoded) or gridsize 1 (C = 1).
+    TrainingConfig(model=ModelConfig(gridsize=2, object_big=True), **weights)
+    TrainingConfig(model=ModelConfig(gridsize=1, object_big=False), **weights)
+    TrainingConfig(model=ModelConfig(model_type="supervised", gridsize=1, object_big=False))
+    # Terms without labels do not care: the diffraction terms, and TV of the trimmed object.
+    TrainingConfig(model=ModelConfig(gridsize=2, object_big=False), mae_weight=0.5)
+    TrainingConfig(model=ModelConfig(gridsize=2, object_big=False), realspace_weight=1.0,
+                   tv_weight=0.1)
+
+
+def test_settings_that_would_do_nothing_or_fail_later_are_named():
+    with pytest.warns(UserWarning, match="realspace_weight=1.0 has no effect"):
+        TrainingConfig(realspace_weight=1.0)
+    with pytest.raises(ConfigError, match="neighbor_pool_size must be an integer >= 1"):
+        TrainingConfig(neighbor_pool_size=0)
+    with pytest.raises(ConfigError, match=r"neighbor_pool_size \(3\) must be >= gridsize\^2 \(4\)"):
+        TrainingConfig(model=ModelConfig(gridsize=2), enable_oversampling=True,
+                       neighbor_pool_size=3)
+    TrainingConfig(model=ModelConfig(gridsize=2), enable_oversampling=True, neighbor_pool_size=6)
+    TrainingConfig(model=ModelConfig(gridsize=2), neighbor_pool_size=3)  # no oversampling: unused
+
+
 def test_round_trip_through_dicts():
     t = TrainingConfig(model=ModelConfig(N=128, gridsize=2, probe_big=False), nepochs=3,
                        mae_weight=0.2, seed=7)

@@ -317,3 +317,26 @@ def test_post_processing_modules_do_not_import_keras():
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_evaluation_config_holds_the_options():
+    from ptycho_k3.config import ConfigError
+
+    gt = smooth_object(11, (40, 44))
+    rec = roll_content(gt, 1, 0)
+    cfg = mt.EvaluationConfig(register_images=False, phase_method="plane", trim=3)
+    by_config = mt.evaluate(rec, gt, config=cfg)
+    assert by_config == mt.evaluate(rec, gt, register_images=False, phase_method="plane", trim=3)
+    assert by_config["conventions"]["trim"] == 3 and not by_config["alignment"]["registered"]
+    # keywords override the config's fields (validated the same way)
+    assert mt.evaluate(rec, gt, config=cfg, trim=2) == mt.evaluate(
+        rec, gt, register_images=False, phase_method="plane")
+    with pytest.raises(TypeError, match="unknown option"):
+        mt.evaluate(rec, gt, max_shfit=2)
+    for bad in ({"trim": -1}, {"max_shift": 1.5}, {"border": -2}, {"ms_ssim_sigma": math.nan},
+                {"M": 0}, {"register_images": "no"}, {"phase_method": "unwrap"}):
+        with pytest.raises(ConfigError):
+            mt.EvaluationConfig(**bad)
+    with pytest.raises(ConfigError, match="trim must be >= 0"):
+        mt.evaluate(rec, gt, trim=-1)
+    assert mt.EvaluationConfig.from_dict(cfg.to_dict()) == cfg

@@ -10,9 +10,11 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
+from ptycho_k3.config import SUPPORTED_N
+
 from .errors import DataError
 from .grouping import GroupedData, GroupedDiffraction, group_indices, group_scan, subsample_indices
-from .measured import SUPPORTED_N, MeasuredOptions
+from .measured import MeasuredOptions
 from .normalize import intensity_scale, normalization_factor, normalize_diffraction
 from .npz import ScanData, load_npz, metadata_nphotons, save_npz
 

@@ -21,6 +21,9 @@ from typing import Any
 import numpy as np
 from scipy.spatial import cKDTree
 
+from ptycho_k3.config import group_size
+
+from .errors import DataError
 from .measured import neutral_fill
 from .normalize import rows_normalization_factor
 from .npz import ScanData
@@ -153,7 +156,9 @@ class GroupedData:
 def subsample_indices(m: int, n_subsample: int, seed: int) -> np.ndarray:
     """Sorted random rows ``(min(n_subsample, m),)`` drawn without replacement (own generator)."""
     if n_subsample <= 0:
-        raise ValueError(f"n_subsample must be > 0, got {n_subsample}")
+        from ptycho_k3.config import ConfigError
+
+        raise ConfigError(f"n_subsample must be > 0, got {n_subsample}")
     if n_subsample >= m:
         return np.arange(m, dtype=np.int64)
     rng = np.random.default_rng(seed)
@@ -196,8 +201,8 @@ def _oversampled_groups(points: np.ndarray, n_groups: int, c: int, pool: int,
     seeds = rng.choice(m, size=n_seeds, replace=False)
     nbrs = _neighbours(points, seeds, pool)
     if nbrs.shape[1] < pool:
-        raise ValueError(f"neighbor_pool_size {pool} needs at least {pool + 1} scan positions, "
-                         f"the scan has {m}")
+        raise DataError(f"neighbor_pool_size {pool} needs at least {pool + 1} scan positions, "
+                        f"the scan has {m}")
     combos = np.array(list(itertools.combinations(range(pool), c)), dtype=np.int64)
     candidates = nbrs[:, combos].reshape(-1, c)[: 2 * n_groups]
     replace_ = candidates.shape[0] < n_groups
@@ -210,29 +215,38 @@ def group_indices(points: np.ndarray, gridsize: int, n_groups: int = 512,
                   enable_oversampling: bool = False,
                   neighbor_pool_size: int | None = None) -> np.ndarray:
     """Member rows ``(B, C)`` for positions ``points`` ``(M, 2)`` ([x, y]); see
-    docs/conventions.md §14."""
-    c = gridsize * gridsize
+    docs/conventions.md §14.
+
+    Raises:
+        ConfigError: settings that cannot group anything (gridsize, n_groups, K or the
+            oversampling pool below their minimum).
+        DataError: settings that the scan cannot satisfy (fewer positions than C, more groups
+            than positions without oversampling, a pool larger than the scan).
+    """
+    from ptycho_k3.config import ConfigError
+
+    c = group_size(gridsize)
     m = points.shape[0]
     k = int(neighbor_count)
     if gridsize < 1:
-        raise ValueError(f"gridsize must be >= 1, got {gridsize}")
+        raise ConfigError(f"gridsize must be >= 1, got {gridsize}")
     if n_groups < 1:
-        raise ValueError(f"n_groups must be >= 1, got {n_groups}")
-    if m < c:
-        raise ValueError(f"gridsize {gridsize} needs groups of {c} positions; "
-                         f"the scan has only {m}")
+        raise ConfigError(f"n_groups must be >= 1, got {n_groups}")
     if c > 1 and k < c:
-        raise ValueError(f"neighbor_count K={k} must be >= C=gridsize^2={c}")
+        raise ConfigError(f"neighbor_count K={k} must be >= C=gridsize^2={c}")
+    if m < c:
+        raise DataError(f"gridsize {gridsize} needs groups of {c} positions; "
+                        f"the scan has only {m}")
     rng = np.random.default_rng(seed)
     if c > 1 and n_groups > m:
         pool = k if neighbor_pool_size is None else int(neighbor_pool_size)
         if not enable_oversampling:
-            raise ValueError(
+            raise DataError(
                 f"n_groups={n_groups} exceeds the {m} scan positions at gridsize {gridsize}; "
-                "set enable_oversampling=True (with neighbor_pool_size >= C) to draw extra "
-                "neighbour combinations, or lower n_groups")
+                "lower n_groups, or set enable_oversampling (--enable_oversampling) to draw "
+                "extra neighbour combinations (neighbor_pool_size >= C)")
         if pool < c:
-            raise ValueError(f"oversampling needs neighbor_pool_size >= C={c}, got {pool}")
+            raise ConfigError(f"oversampling needs neighbor_pool_size >= C={c}, got {pool}")
         return _oversampled_groups(points, n_groups, c, pool, rng)
     b = min(n_groups, m)
     if sequential:
@@ -246,23 +260,33 @@ def group_indices(points: np.ndarray, gridsize: int, n_groups: int = 512,
     return _choose_members(_neighbours(points, seeds, k), seeds, c, rng)
 
 
+def named_error(exc: DataError, source: str | None) -> DataError:
+    """``exc`` with its message prefixed by ``source`` (the file), unless it already names it."""
+    text = str(exc)
+    if not source or text.startswith(f"{source}:"):
+        return exc
+    return DataError(f"{source}: {text}")
+
+
 def _group_coords(x: np.ndarray, y: np.ndarray, idx: np.ndarray):
     nn = np.stack([x[idx], y[idx]], axis=1)[:, None]  # (B, 1, 2, C)
     centre = nn.mean(axis=-1, keepdims=True)
     return nn, centre, -(nn - centre)
 
 
-def _warn_margin(relative: np.ndarray, n: int, gridsize: int) -> None:
+def _warn_margin(relative: np.ndarray, n: int, gridsize: int, canvas_size: int | None) -> None:
     from ptycho_k3 import physics
 
-    margin = physics.canvas_margin(n, physics.canvas_size(n, gridsize))
+    size = physics.canvas_size(n, gridsize) if canvas_size is None else int(canvas_size)
+    margin = physics.canvas_margin(n, size)
     worst = float(np.max(np.abs(relative))) if relative.size else 0.0
     if worst > margin:
         frac = float(np.mean(np.max(np.abs(relative), axis=(1, 2)) > margin))
         warnings.warn(
             f"relative offsets reach {worst:.1f} px but the group canvas (N={n}, gridsize "
-            f"{gridsize}) only has a {margin} px margin; {100 * frac:.1f}% of groups have members "
-            "partly outside the canvas (zero filled). Scan positions are sparse for this gridsize.",
+            f"{gridsize}, side {size}) only has a {margin} px margin; {100 * frac:.1f}% of groups "
+            "have members partly outside the canvas (zero filled). Scan positions are sparse for "
+            "this gridsize.",
             stacklevel=3)
 
 
@@ -270,7 +294,8 @@ def group_scan(data: ScanData, gridsize: int, n_groups: int = 512, neighbor_coun
                seed: int = 0, sequential: bool = False, enable_oversampling: bool = False,
                neighbor_pool_size: int | None = None, n_subsample: int | None = None,
                subsample_seed: int | None = None, norm_factor: float | None = None,
-               with_patches: bool = True, lazy: bool = False) -> GroupedData:
+               with_patches: bool = True, lazy: bool = False,
+               canvas_size: int | None = None) -> GroupedData:
     """Group a scan into ``C = gridsize^2`` neighbours and normalise its diffraction.
 
     Args:
@@ -289,9 +314,18 @@ def group_scan(data: ScanData, gridsize: int, n_groups: int = 512, neighbor_coun
             object at the true member positions).
         lazy: keep ``diffraction`` as a :class:`GroupedDiffraction` that gathers groups when
             indexed, instead of building the ``(B, N, N, C)`` array (memory flat in B).
+        canvas_size: the model's per-group canvas side P (:attr:`ModelConfig.canvas_size
+            <ptycho_k3.config.ModelConfig.canvas_size>`, which follows its ``offset`` and
+            ``max_position_jitter``), for the margin warning; default
+            ``physics.canvas_size(N, gridsize)`` with the legacy offset and jitter.
 
     Returns:
         GroupedData. Warns when relative offsets exceed the canvas margin (docs/conventions.md §4).
+
+    Raises:
+        DataError: the scan cannot be grouped so (too few positions) or normalised (zero
+            energy); the message starts with ``data.source`` when there is one.
+        ConfigError: settings that cannot group any scan (see :func:`group_indices`).
     """
     rows = None
     scan = data
@@ -300,13 +334,16 @@ def group_scan(data: ScanData, gridsize: int, n_groups: int = 512, neighbor_coun
                                  seed if subsample_seed is None else subsample_seed)
         scan = data.select(rows)
     points = np.stack([scan.xcoords, scan.ycoords], axis=1)
-    local = group_indices(points, gridsize, n_groups, neighbor_count, seed, sequential,
-                          enable_oversampling, neighbor_pool_size)
+    try:
+        local = group_indices(points, gridsize, n_groups, neighbor_count, seed, sequential,
+                              enable_oversampling, neighbor_pool_size)
+        # Invalid pixels are stored as 0, so they add nothing to the energies of the factor.
+        factor = (rows_normalization_factor(scan.diffraction, local) if norm_factor is None
+                  else float(norm_factor))
+    except DataError as exc:
+        raise named_error(exc, data.source) from None
     c = local.shape[1]
     n = scan.n
-    # Invalid pixels are stored as 0, so they add nothing to the energies of the factor.
-    factor = (rows_normalization_factor(scan.diffraction, local) if norm_factor is None
-              else float(norm_factor))
     diff = GroupedDiffraction(scan.diffraction, local, factor, scan.valid,
                               neutral_fill(scan.diffraction, scan.valid))
     valid = None
@@ -318,7 +355,7 @@ def group_scan(data: ScanData, gridsize: int, n_groups: int = 512, neighbor_coun
     nn, centre, rel = _group_coords(scan.xcoords, scan.ycoords, local)
     nn_s, centre_s, rel_s = _group_coords(scan.xcoords_start, scan.ycoords_start, local)
     if c > 1:
-        _warn_margin(rel, n, gridsize)
+        _warn_margin(rel, n, gridsize, canvas_size)
     patches = None
     if with_patches:
         patches = _group_patches(scan, local)

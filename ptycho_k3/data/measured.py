@@ -34,12 +34,12 @@ from typing import Any
 
 import numpy as np
 
+from ptycho_k3.config import SUPPORTED_N
+
 from .errors import DataError
 
 log = logging.getLogger(__name__)
 
-#: Patch sides the model supports.
-SUPPORTED_N = (64, 128, 256)
 KINDS = ("counts", "amplitude")
 DC_LAYOUTS = ("auto", "centre", "corner")
 POSITION_UNITS = ("pixels", "metres")

@@ -5,6 +5,8 @@ Recipe (the original's non-grid simulator, with ground truth at the true positio
 2. exit waves ``Psi_m = P * O_m`` with the raw (unnormalised) probe;
 3. ``s_sim = sqrt(nphotons / mean_m sum |Psi_m|^2)`` so a pattern holds ``nphotons`` on average;
 4. ``diff3d = sqrt(Poisson((s_sim * A_m)^2)) / s_sim`` with ``A = fftshift(|FFT2 Psi|) / N``.
+Steps 2 and 4 are the illumination and far field of ``physics.PtychoOperator``, the forward model
+the PINN and the refinement use.
 So the stored amplitudes are ``sqrt(counts) / s_sim`` (not normalised; the loader normalises).
 
 Everything random comes from ``numpy.random.Generator`` objects derived from one seed. Work is
@@ -21,8 +23,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ptycho_k3.config import DEFAULT_NPHOTONS, SUPPORTED_N
+
 from .errors import DataError
-from .measured import SUPPORTED_N
 from .npz import ScanData
 from .objects import OBJECT_KINDS, make_object
 
@@ -120,18 +123,28 @@ def simulate_dataset(obj: np.ndarray, probe: np.ndarray, xcoords: np.ndarray,
     m = x.shape[0]
     if m == 0:
         raise DataError("no scan positions to simulate")
+    def pair(z):
+        return (ops.convert_to_tensor(np.ascontiguousarray(z.real)),
+                ops.convert_to_tensor(np.ascontiguousarray(z.imag)))
+
+    # The forward operator's illumination and far field (physics.PtychoOperator). Its extraction
+    # stage is not used here: the ground-truth patches (§15) take float64 positions and read
+    # zeros outside the object, whereas the scan frame's gather takes float32 canvas positions
+    # (~1e-5 px of rounding at x ~ 200) and needs every window inside the canvas.
+    op = physics.PtychoOperator(n)
+    p_re, p_im = pair(p)
     patches = cut_patches(o, x, y, n, chunk=chunk)
-    exit_waves = patches * p[None]
+    exit_waves = np.empty((m, n, n), dtype=np.complex64)
+    for start in range(0, m, chunk):
+        sl = slice(start, min(start + chunk, m))
+        e_re, e_im = op.illuminate(*pair(patches[sl]), p_re, p_im)
+        exit_waves[sl] = ops.convert_to_numpy(e_re) + 1j * ops.convert_to_numpy(e_im)
     s_sim = physics.simulation_intensity_scale(exit_waves, nphotons)
     diff = np.empty((m, n, n), dtype=np.float32)
     bar = _Progress(m, progress, label)
     for start in range(0, m, chunk):
         sl = slice(start, min(start + chunk, m))
-        psi = exit_waves[sl]
-        amp = physics.diffract(
-            ops.convert_to_tensor(np.ascontiguousarray(psi.real)),
-            ops.convert_to_tensor(np.ascontiguousarray(psi.imag)),
-        )
+        amp = op.amplitude(*pair(exit_waves[sl]))
         diff[sl] = physics.poisson_amplitudes(ops.convert_to_numpy(amp), s_sim, rng)
         bar.update(sl.stop)
     bar.close()
@@ -164,7 +177,8 @@ def _positions(kind: str, n_images: int, shape, n: int, rng, buffer):
 
 
 def simulate_train_test(object_kind: str = "lines", n: int = 64, n_images: int = 1000,
-                        nphotons: float = 1e9, seed: int = 0, *, n_test_images: int | None = None,
+                        nphotons: float = DEFAULT_NPHOTONS, seed: int = 0, *,
+                        n_test_images: int | None = None,
                         object_size: int | None = None, probe: np.ndarray | None = None,
                         positions: str = "random", buffer: float | None = None,
                         phase: bool = True, chunk: int = 512,
@@ -214,7 +228,7 @@ def simulate_train_test(object_kind: str = "lines", n: int = 64, n_images: int =
 
 
 def simulate_scan(object_kind: str = "lines", n: int = 64, n_images: int = 1000,
-                  nphotons: float = 1e9, seed: int = 0, **kwargs) -> ScanData:
+                  nphotons: float = DEFAULT_NPHOTONS, seed: int = 0, **kwargs) -> ScanData:
     """One simulated dataset: the training half of :func:`simulate_train_test`."""
     kwargs["n_test_images"] = 1
     train, _ = simulate_train_test(object_kind, n, n_images, nphotons, seed, **kwargs)
@@ -225,14 +239,15 @@ def simulate_from_scan(data: ScanData, nphotons: float | None = None, seed: int 
                        chunk: int = 512, progress: bool = False) -> ScanData:
     """Re-simulate a scan at its own object, probe and positions (e.g. a measured scan).
 
-    ``nphotons`` defaults to the scan's metadata value, else 1e9. Needs ``objectGuess``.
+    ``nphotons`` defaults to the scan's metadata value, else ``DEFAULT_NPHOTONS`` (1e9). Needs
+    ``objectGuess``.
     """
     where = data.source or "scan"
     if data.object is None:
         raise DataError(f"{where}: key 'objectGuess' is missing; simulating from a scan needs "
                         "the ground-truth object (H, W)")
     if nphotons is None:
-        nphotons = data.nphotons or 1e9
+        nphotons = data.nphotons or DEFAULT_NPHOTONS
     rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(1)[0])
     sim = simulate_dataset(data.object, data.probe, data.xcoords, data.ycoords, nphotons, rng,
                            chunk=chunk, progress=progress,

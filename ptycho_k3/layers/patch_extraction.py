@@ -13,15 +13,18 @@ from .physics_layer import PhysicsLayer
 class PatchExtraction(PhysicsLayer):
     """``call([re, im, offsets])``: canvases ``(B, P, P)``, offsets ``(B, C, 2)`` ->
     ``(re, im)`` patches ``(B, C, N, N)`` = centre crop of the canvas translated by +offset.
+
+    The extraction ``E`` of the forward operator, groups frame (``physics.PtychoOperator``).
     """
 
     def __init__(self, n: int, **kwargs):
         super().__init__(**kwargs)
         self.n = int(n)
+        self._operator = physics.PtychoOperator(self.n, frame="groups")
 
     def call(self, inputs):
         re, im, offsets = inputs
-        return physics.extract_patches(re, im, offsets, self.n)
+        return self._operator.extract(re, im, offsets)
 
     def compute_output_shape(self, input_shape):
         shape = (input_shape[0][0], input_shape[2][1], self.n, self.n)

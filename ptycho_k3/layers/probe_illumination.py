@@ -17,6 +17,7 @@ class ProbeIllumination(PhysicsLayer):
     ``call([obj_re, obj_im])`` with float32 ``(B, C, N, N)`` patches returns the ``(re, im)``
     exit-wave pair of the same shape. The probe is held as real weights ``probe_re`` and
     ``probe_im`` ``(N, N)`` (normalised, docs/conventions.md §6), trainable iff ``trainable``.
+    The product, smoothing and mask are the illumination stage of ``physics.PtychoOperator``.
 
     Args:
         n: probe side N.
@@ -37,7 +38,8 @@ class ProbeIllumination(PhysicsLayer):
         p = np.asarray(initial_probe)
         if p.shape != (self.n, self.n):
             raise ValueError(f"ProbeIllumination: probe must be ({n}, {n}), got {p.shape}")
-        self._mask = physics.probe_mask(self.n) if self.use_mask else None
+        self._operator = physics.PtychoOperator(
+            self.n, frame="groups", smoothing_sigma=self.smoothing_sigma, use_mask=self.use_mask)
         self.probe_re = self.add_weight(
             name="probe_re", shape=(self.n, self.n), dtype="float32", trainable=True,
             initializer=keras.initializers.Constant(p.real.astype(np.float32)),
@@ -49,11 +51,7 @@ class ProbeIllumination(PhysicsLayer):
 
     def call(self, inputs):
         obj_re, obj_im = inputs
-        mask = None if self._mask is None else keras.ops.convert_to_tensor(self._mask)
-        return physics.illuminate(
-            obj_re, obj_im, self.probe_re, self.probe_im,
-            smoothing_sigma=self.smoothing_sigma, mask=mask,
-        )
+        return self._operator.illuminate(obj_re, obj_im, self.probe_re, self.probe_im)
 
     def compute_output_shape(self, input_shape):
         return input_shape[0], input_shape[0]

@@ -10,7 +10,7 @@ import numpy as np
 from keras import layers
 
 from ptycho_k3 import physics
-from ptycho_k3.config import LossSpec, ModelConfig, resolve_loss
+from ptycho_k3.config import DEFAULT_NPHOTONS, LossSpec, ModelConfig, resolve_loss
 from ptycho_k3.layers import (
     FarField,
     IntensityScale,
@@ -76,7 +76,7 @@ def build_model(
         config: architecture settings (validated).
         probe: complex ``(N, N)`` probe before normalisation (default: the disc probe); it is
             normalised with ``config.probe_scale`` (docs/conventions.md §6) and held as real weights.
-        intensity_scale: initial ``s`` (default ``physics.intensity_scale(1e9, N)``).
+        intensity_scale: initial ``s`` (default ``physics.intensity_scale(DEFAULT_NPHOTONS, N)``).
         loss: the resolved loss (default: ``resolve_loss(config.model_type)``).
     """
     n, c, cp = config.N, config.group_size, config.object_channels
@@ -87,7 +87,8 @@ def build_model(
         raise ValueError(
             f"loss resolved for {loss.model_type!r} but the model is {config.model_type!r}"
         )
-    s = physics.intensity_scale(1e9, n) if intensity_scale is None else float(intensity_scale)
+    s = (physics.intensity_scale(DEFAULT_NPHOTONS, n) if intensity_scale is None
+         else float(intensity_scale))
 
     x_in = keras.Input((n, n, c), name="input")
     pos_in = keras.Input((1, 2, c), name="input_positions")

@@ -6,8 +6,8 @@ is linear in them, so the loss is a smooth function of the unknowns with an ePIE
 preconditioner, and nothing wraps or becomes singular at zero amplitude.
 
 One update, on a minibatch ``b`` of positions, with ``g`` the autodiff gradient of the batch loss
-(``physics.scan_intensities`` then the Poisson deviance or the amplitude least squares, summed
-over valid pixels):
+(the scan frame of ``physics.PtychoOperator``, then the Poisson deviance or the amplitude least
+squares, summed over valid pixels):
 
     O <- O - object_step * g_O / (c s^2 [(1 - alpha) I_b + alpha max I_b]),  I_b = sum_b |P|^2 placed
     P <- P - probe_step  * g_P / (c s^2 [(1 - alpha) J_b + alpha max J_b]),  J_b = sum_b |O_b|^2
@@ -113,13 +113,14 @@ def batch_loss(spec: StepSpec, canvases, p_re, p_im, pos_b, counts_b, valid_b):
     """Per-pixel loss of a batch (0 where invalid), its patches and the intensities.
 
     ``canvases`` is a tuple of ``(H, W)`` tensors, the object's re and im first (see
-    :func:`ptycho_k3.physics.scan_forward`).
+    :meth:`ptycho_k3.physics.PtychoOperator.intensities_and_patches`).
     """
     from keras import ops
 
     from ptycho_k3 import physics
 
-    intensity, patches = physics.scan_forward(canvases, p_re, p_im, pos_b, math.sqrt(spec.s2))
+    intensity, patches = physics.PtychoOperator(spec.n).intensities_and_patches(
+        canvases, p_re, p_im, pos_b, math.sqrt(spec.s2))
     if spec.loss == "poisson":
         per_pixel = physics.poisson_deviance(intensity, counts_b)
     else:

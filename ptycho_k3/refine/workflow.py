@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ptycho_k3 import outputs
-from ptycho_k3.config import RefineConfig
+from ptycho_k3.config import DEFAULT_M, RefineConfig
 from ptycho_k3.data import ScanData
 
 from . import report
@@ -123,7 +123,7 @@ def run_refinement(out_dir: Path, scan: ScanData, config: RefineConfig, *, start
         extra["positions"] = result.positions
         extra["initial_positions"] = result.initial_positions
     region = scoring.positions if scoring is not None else scan.positions
-    m_region = scoring.M if scoring is not None else _default_m()
+    m_region = scoring.M if scoring is not None else DEFAULT_M
     written.append(outputs.save_reconstruction_npz(
         out_dir / "reconstruction.npz", result.obj, result.x0, result.y0, region[:, 0],
         region[:, 1], m_region, extra=extra))
@@ -163,9 +163,3 @@ def run_refinement(out_dir: Path, scan: ScanData, config: RefineConfig, *, start
          else "squared amplitude error per valid pixel (sqrt(counts) units)"}))
     return {"written": written, "metrics": metrics, "result": result, "seconds": seconds,
             "runs": runs}
-
-
-def _default_m() -> int:
-    from ptycho_k3.stitch import DEFAULT_M
-
-    return DEFAULT_M

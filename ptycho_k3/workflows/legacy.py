@@ -11,6 +11,7 @@ import logging
 from typing import Any
 
 from ptycho_k3.backend import select
+from ptycho_k3.config import DEFAULT_M
 
 _log = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ def run_cdi_example_with_backend(
     flip_x: bool = False,
     flip_y: bool = False,
     transpose: bool = False,
-    M: int = 20,
+    M: int = DEFAULT_M,
     do_stitching: bool = False,
     torch_execution_config: Any = None,
 ) -> tuple[Any, Any, dict[str, Any]]:

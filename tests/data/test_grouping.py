@@ -183,6 +183,50 @@ def test_margin_warning():
         group_scan(s, 2, n_groups=5)
 
 
+def square_scan(side: float) -> ScanData:
+    """Four positions on a square: at gridsize 2 every group is the square, |relative| = side/2."""
+    x = 100.0 + np.array([0.0, side, 0.0, side])
+    y = 100.0 + np.array([0.0, 0.0, side, side])
+    return ScanData(xcoords=x, ycoords=y, diffraction=np.ones((4, 64, 64), np.float32),
+                    probe=np.ones((64, 64), np.complex64))
+
+
+def test_margin_warning_follows_the_configured_canvas():
+    """With --offset / --max_position_jitter set, the warning's margin is the model's canvas
+    margin (ModelConfig.canvas_size), not the one of the default offset and jitter."""
+    from ptycho_k3 import physics
+    from ptycho_k3.config import ModelConfig
+
+    cfg = ModelConfig(N=64, gridsize=2, offset=8, max_position_jitter=20)
+    margin = physics.canvas_margin(cfg.N, cfg.canvas_size)
+    default = physics.canvas_margin(cfg.N, physics.canvas_size(cfg.N, cfg.gridsize))
+    assert (cfg.canvas_size, margin, default) == (92, 14, 7)
+    inside = square_scan(24.0)  # offsets reach 12 px: outside the default canvas, inside P = 92
+    with pytest.warns(UserWarning, match=f"only has a {default} px margin"):
+        group_scan(inside, 2, n_groups=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        group_scan(inside, 2, n_groups=4, canvas_size=cfg.canvas_size)
+    with pytest.warns(UserWarning, match=rf"side {cfg.canvas_size}\) only has a {margin} px margin"):
+        group_scan(square_scan(40.0), 2, n_groups=4, canvas_size=cfg.canvas_size)
+
+
+def test_training_groups_with_the_model_canvas():
+    """ptycho_k3.train.prepare passes the model's canvas to the grouping (its margin warning)."""
+    from ptycho_k3 import physics
+    from ptycho_k3.config import ModelConfig, TrainingConfig
+    from ptycho_k3.train import prepare
+
+    model = ModelConfig(N=64, gridsize=2, offset=8, max_position_jitter=20)
+    config = TrainingConfig(model=model, n_groups=4)
+    margin = physics.canvas_margin(model.N, model.canvas_size)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        prepare(config, square_scan(24.0))
+    with pytest.warns(UserWarning, match=f"only has a {margin} px margin"):
+        prepare(config, square_scan(40.0))
+
+
 def test_patches_at_true_positions_gs2():
     """Ground truth of member c is centred on that member's own position (not its reflection)."""
     size, n = 160, 64
@@ -210,3 +254,33 @@ def test_patches_from_y_key():
         warnings.simplefilter("ignore")
         g = group_scan(s2, 2, n_groups=5)
     np.testing.assert_array_equal(g.patches[:, 0, 0, :].real, g.nn_indices)
+
+
+def test_grouping_errors_are_data_or_config_errors_naming_the_file():
+    """A scan the grouping cannot serve is bad data (exit 2 in the commands), named by file;
+    settings that cannot group any scan are configuration errors."""
+    from dataclasses import replace
+
+    from ptycho_k3.config import ConfigError
+    from ptycho_k3.data import DataError
+
+    pts = grid_points(side=4)
+    with pytest.raises(ConfigError, match="neighbor_count"):
+        group_indices(pts, 2, neighbor_count=3)
+    with pytest.raises(ConfigError, match="neighbor_pool_size >= C=4"):
+        group_indices(pts, 2, n_groups=50, enable_oversampling=True, neighbor_pool_size=3)
+    with pytest.raises(ConfigError, match="n_subsample"):
+        subsample_indices(10, 0, seed=0)
+    scan = replace(small_scan(m=3), source="scan.npz")
+    with pytest.raises(DataError, match=r"^scan\.npz: gridsize 2 needs groups of 4 positions; "
+                                        r"the scan has only 3$"):
+        group_scan(scan, 2)
+    five = replace(small_scan(m=5), source="five.npz")
+    with pytest.raises(DataError, match=r"^five\.npz: n_groups=512 exceeds the 5 scan "
+                                        r"positions.*--enable_oversampling"):
+        group_scan(five, 2)
+    zero = replace(five, diffraction=np.zeros_like(five.diffraction))
+    with pytest.raises(DataError, match=r"^five\.npz: the diffraction data has zero"):
+        group_scan(zero, 1)
+    with pytest.raises(DataError, match=r"^gridsize 2 needs"):  # no file: no prefix
+        group_scan(replace(scan, source=None), 2)
