@@ -16,13 +16,14 @@ are added (``refined_probe.png`` / ``position_corrections.png`` with ``--refine_
 ``--refine_positions``).
 With ``--halves`` the scan is split into two disjoint halves (alternate positions), each is
 reconstructed as above into ``half_1/`` and ``half_2/``, and their Fourier ring correlation is
-written to ``frc.json`` and ``frc.png`` (:mod:`ptycho_k3.cli._halves`).
+written to ``frc.json`` and ``frc.png`` (:mod:`ptycho_k3.workflows.halves`).
 Arguments are parsed and the bundle and data checked before Keras is imported.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -50,11 +51,12 @@ from ptycho_k3.cli._common import (
 )
 from ptycho_k3.cli._data import DEFAULTS as DATA_DEFAULTS
 from ptycho_k3.cli._data import add_data_flags, measured_options
-from ptycho_k3.cli._halves import run_scan, scan_parts
 from ptycho_k3.cli._refine import DEFAULTS as REFINE_DEFAULTS
 from ptycho_k3.cli._refine import add_refine_flags, refine_config
-from ptycho_k3.config import DEFAULT_M
+from ptycho_k3.config import DEFAULT_M, ConfigError, InferenceConfig
 from ptycho_k3.config_io import UNSET, explicit_values, ignored_settings, load_yaml
+from ptycho_k3.workflows.halves import run_scan, scan_parts
+from ptycho_k3.workflows.infer import pinn_groups, reconstruct_and_save
 
 PROG = "ptycho-infer"
 
@@ -176,7 +178,18 @@ def resolve_options(args: argparse.Namespace, log: logging.Logger) -> dict[str, 
             raise UsageError(f"--{key} is required")
     options["refine"] = refine_config(options, options["refine_iterations"], options["seed"])
     measured_options(options)  # a bad reading option is a usage error before any work
+    inference_config(options)  # so is a bad inference option
     return options
+
+
+def inference_config(options: dict[str, Any]) -> InferenceConfig:
+    """The validated :class:`InferenceConfig` of resolved options; a bad value is a UsageError."""
+    names = {f.name for f in dataclasses.fields(InferenceConfig)}
+    values = {k: v for k, v in options.items() if k in names}
+    try:
+        return InferenceConfig(**values)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def load_scan(path: str, n_subsample: int | None, seed: int, log: logging.Logger,
@@ -208,109 +221,6 @@ def check_compatible(scan: Any, params: dict[str, Any], where: str,
         raise UsageError(f"--gridsize {gridsize} does not match the bundle's gridsize {gs}")
 
 
-def reconstruct_and_save(
-    out_dir: Path,
-    models: Any,
-    scan: Any,
-    *,
-    input_scale: float,
-    options: dict[str, Any],
-    log: logging.Logger,
-    progress: bool,
-    grouped: Any = None,
-) -> dict[str, Any]:
-    """Reconstruct ``scan`` and write every inference output under ``out_dir``.
-
-    ``grouped`` is the scan's grouping from :func:`ptycho_k3.infer.group_for_inference` when
-    the caller checked it already (default: grouped here).
-
-    Returns:
-        A summary: written paths, timings, metrics (or None).
-    """
-    from ptycho_k3 import outputs
-    from ptycho_k3.infer import reconstruct
-
-    t0 = time.perf_counter()
-    rec = reconstruct(models, scan, input_scale=input_scale, n_groups=options["n_groups"],
-                      batch_size=options["batch_size"], seed=options["seed"], M=options["M"],
-                      neighbor_count=options["neighbor_count"], progress=progress,
-                      keep_patches=options["debug_dump"] is not None, grouped=grouped)
-    st = rec.stitched
-    log.info("reconstructed %d groups in %.2f s (predict %.2f s, stitch %.2f s); object %dx%d",
-             len(rec.centres), time.perf_counter() - t0, rec.seconds_predict,
-             rec.seconds_stitch, *st.obj.shape)
-    seconds_pinn = time.perf_counter() - t0
-    if options.get("refine") is not None and options["refine"].iterations > 0:
-        return _refine_and_save(out_dir, rec, scan, options=options, log=log, progress=progress,
-                                seconds_pinn=seconds_pinn)
-    written = outputs.save_reconstruction_pngs(out_dir, st.obj, phase_vmin=options["phase_vmin"],
-                                               phase_vmax=options["phase_vmax"])
-    written.append(outputs.save_reconstruction_npz(
-        out_dir / "reconstruction.npz", st.obj, st.x0, st.y0, rec.centres[:, 0],
-        rec.centres[:, 1], st.M, extra=outputs.pixel_size_extra(scan.metadata)))
-    metrics = None
-    if scan.object is not None:
-        from ptycho_k3.metrics import evaluate
-
-        try:
-            metrics = evaluate(st, scan.object, positions=rec.centres, M=st.M)
-        except ValueError as exc:  # e.g. no overlap with the ground truth: report, go on
-            log.warning("metrics not computed: %s", exc)
-        if metrics is not None:
-            written.append(outputs.save_json(out_dir / "metrics.json", metrics))
-            log.info("metrics: %s", _metrics_line(metrics))
-        written.append(outputs.save_comparison_plot(
-            out_dir / "comparison_plot.png", st.obj, scan.object, st.x0, st.y0,
-            phase_vmin=options["phase_vmin"], phase_vmax=options["phase_vmax"]))
-    elif options["comparison_plot"]:
-        log.warning("--comparison_plot: the test NPZ has no objectGuess; no comparison written")
-    if options["debug_dump"] is not None:
-        dump = Path(options["debug_dump"]) if options["debug_dump"] else out_dir / "debug_dump"
-        written += outputs.save_debug_dump(dump, rec.patches, rec.centres, st.obj, st.x0, st.y0,
-                                           st.M)
-    return {"written": written, "metrics": metrics, "n_groups": len(rec.centres),
-            "seconds_predict": rec.seconds_predict, "seconds_stitch": rec.seconds_stitch}
-
-
-def _refine_and_save(out_dir: Path, rec: Any, scan: Any, *, options: dict[str, Any],
-                     log: logging.Logger, progress: bool, seconds_pinn: float) -> dict[str, Any]:
-    """PINN object -> refinement -> the refined outputs (the PINN's own object is kept as
-    ``pinn_reconstruction.npz``)."""
-    from ptycho_k3 import outputs
-    from ptycho_k3.refine.workflow import Scoring, run_refinement
-
-    st = rec.stitched
-    written = [outputs.save_reconstruction_npz(
-        out_dir / "pinn_reconstruction.npz", st.obj, st.x0, st.y0, rec.centres[:, 0],
-        rec.centres[:, 1], st.M, extra=outputs.pixel_size_extra(scan.metadata))]
-    scoring = None if scan.object is None else Scoring(scan.object, rec.centres, st.M)
-    summary = run_refinement(
-        out_dir, scan, options["refine"], start=st, start_label="PINN start",
-        compare_flat=bool(options["compare_flat"]), scoring=scoring, seconds_before=seconds_pinn,
-        log=log, progress=progress, phase_vmin=options["phase_vmin"],
-        phase_vmax=options["phase_vmax"])
-    metrics = summary["metrics"]
-    if metrics is not None:
-        log.info("PINN:    %s", _metrics_line(metrics["start"]))
-        log.info("refined: %s", _metrics_line(metrics))
-    return {"written": written + summary["written"], "metrics": metrics,
-            "n_groups": len(rec.centres), "seconds_predict": rec.seconds_predict,
-            "seconds_stitch": rec.seconds_stitch, "seconds_refine": summary["seconds"]}
-
-
-def _metrics_line(metrics: dict[str, Any]) -> str:
-    parts = []
-    for part in ("amplitude", "phase"):
-        m = metrics.get(part) or {}
-        if not m.get("applicable", True):
-            parts.append(f"{part}: n/a ({m.get('reason')})")
-            continue
-        fields = [f"{k}={m[k]:.4g}" for k in ("mae", "psnr", "ssim") if
-                  isinstance(m.get(k), int | float)]
-        parts.append(f"{part}: {' '.join(fields)}")
-    return "; ".join(parts)
-
-
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     return build_parser().parse_args(argv)
 
@@ -337,7 +247,8 @@ def run(args: argparse.Namespace) -> int:
 
         measurements(scan)  # a pattern with no valid pixel is refused before any output
     # So is a scan that cannot be grouped at the bundle's gridsize or normalised.
-    groups = pinn_groups(parts, info.params, options)
+    config = inference_config(options)
+    groups = pinn_groups(parts, info.params, config)
 
     from ptycho_k3.bundle import load_bundle
 
@@ -356,42 +267,13 @@ def run(args: argparse.Namespace) -> int:
 
     def one(where: Path, part: Any) -> list[Path]:
         return reconstruct_and_save(
-            where, bundle.models, part, input_scale=bundle.input_scale, options=options,
+            where, bundle.models, part, input_scale=bundle.input_scale, config=config,
             log=log, progress=not args.quiet and sys.stderr.isatty(),
             grouped=groups[id(part)])["written"]
 
     written += run_scan(out_dir, scan, one, log, halves=bool(options["halves"]), parts=parts)
     print_written(written, args.quiet)
     return 0
-
-
-def pinn_groups(parts: Sequence[Any], params: dict[str, Any], options: dict[str, Any]
-                ) -> dict[int, Any]:
-    """The network's groups of every part (``id(part)`` -> GroupedData), made before any
-    output exists: a scan with fewer positions than the bundle's gridsize^2, or with zero
-    energy, is a DataError naming the file (no Keras needed)."""
-    from ptycho_k3.cli._halves import HALVES
-    from ptycho_k3.config import ModelConfig
-    from ptycho_k3.data import DataError
-    from ptycho_k3.infer import group_for_inference
-
-    gridsize = int(params["model"].get("gridsize", 1))
-    try:  # the model's canvas side, for the margin warning (a bad config fails at loading)
-        canvas = ModelConfig.from_dict(params["model"]).canvas_size
-    except (ValueError, TypeError):
-        canvas = None
-    groups = {}
-    for i, part in enumerate(parts):
-        try:
-            groups[id(part)] = group_for_inference(
-                part, gridsize, n_groups=options.get("n_groups"), seed=int(options["seed"]),
-                neighbor_count=int(options["neighbor_count"]), canvas_size=canvas)
-        except DataError as exc:
-            if len(parts) == 1:
-                raise
-            raise DataError(f"{exc} (in {HALVES[i]} of --halves: {part.n_positions} positions)"
-                            ) from None
-    return groups
 
 
 def print_written(paths: Sequence[Path], quiet: bool) -> None:

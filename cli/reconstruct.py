@@ -13,7 +13,7 @@ refinement outputs of :func:`ptycho_k3.refine.workflow.run_refinement` and ``rec
 under ``--output_dir``. Everything is checked before Keras is imported or a file is written.
 With ``--halves`` the scan is split into two disjoint halves (alternate positions), each is
 reconstructed into ``half_1/`` and ``half_2/``, and their Fourier ring correlation is written to
-``frc.json`` and ``frc.png`` (:mod:`ptycho_k3.cli._halves`).
+``frc.json`` and ``frc.png`` (:mod:`ptycho_k3.workflows.halves`).
 """
 
 from __future__ import annotations
@@ -41,12 +41,13 @@ from ptycho_k3.cli._common import (
 )
 from ptycho_k3.cli._data import DEFAULTS as DATA_DEFAULTS
 from ptycho_k3.cli._data import add_data_flags, measured_options
-from ptycho_k3.cli._halves import run_scan, scan_parts
 from ptycho_k3.cli._refine import DEFAULTS as REFINE_DEFAULTS
 from ptycho_k3.cli._refine import add_refine_flags, non_negative_int, refine_config
-from ptycho_k3.cli.infer import add_bool, check_compatible, load_scan, pinn_groups, print_written
+from ptycho_k3.cli.infer import add_bool, check_compatible, inference_config, load_scan, print_written
 from ptycho_k3.config import DEFAULT_M
 from ptycho_k3.config_io import UNSET, explicit_values, load_yaml
+from ptycho_k3.workflows.halves import run_scan, scan_parts
+from ptycho_k3.workflows.infer import pinn_groups
 
 PROG = "ptycho-reconstruct"
 INITS = ("flat", "pinn")
@@ -152,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
     parts = scan_parts(scan, bool(options["halves"]))
     # --init pinn: so is a scan that cannot be grouped at the bundle's gridsize or normalised;
     # a flat start refuses diffraction without energy (nothing to reconstruct).
-    groups = {} if info is None else pinn_groups(parts, info.params, options)
+    groups = {} if info is None else pinn_groups(parts, info.params, inference_config(options))
     if info is None:
         from ptycho_k3.data import DataError, normalization_factor
         from ptycho_k3.data.grouping import named_error
@@ -183,7 +184,7 @@ def _reconstruct_one(out_dir: Path, scan: Any, options: dict[str, Any], info: An
                      log: logging.Logger, backend: str, progress: bool,
                      grouped: Any = None) -> list[Path]:
     """Flat or PINN start -> refinement -> every output under ``out_dir``; the written paths.
-    ``grouped``: the PINN's groups of ``scan`` (:func:`ptycho_k3.cli.infer.pinn_groups`)."""
+    ``grouped``: the PINN's groups of ``scan`` (:func:`ptycho_k3.workflows.infer.pinn_groups`)."""
     from ptycho_k3.refine.workflow import Scoring, run_refinement
 
     start, seconds_start, written = None, 0.0, []
@@ -199,9 +200,9 @@ def _reconstruct_one(out_dir: Path, scan: Any, options: dict[str, Any], info: An
         seconds_before=seconds_start, log=log, progress=progress,
         phase_vmin=options["phase_vmin"], phase_vmax=options["phase_vmax"])
     if summary["metrics"] is not None:
-        from ptycho_k3.cli.infer import _metrics_line
+        from ptycho_k3.workflows.infer import metrics_line
 
-        log.info("metrics: %s", _metrics_line(summary["metrics"]))
+        log.info("metrics: %s", metrics_line(summary["metrics"]))
     return written + summary["written"]
 
 

@@ -271,12 +271,13 @@ def run(args: argparse.Namespace) -> int:
             "n_subsample": cfg.n_subsample, "subsample_seed": cfg.subsample_seed,
             "indices": [int(i) for i in result.grouped.subsample_indices]}))
     if do_stitching:
-        from ptycho_k3.cli.infer import DEFAULTS, reconstruct_and_save
+        from ptycho_k3.config import InferenceConfig
+        from ptycho_k3.workflows.infer import reconstruct_and_save
 
-        options = dict(DEFAULTS)
-        options.update(n_groups=cfg.n_groups, seed=cfg.seed, neighbor_count=cfg.neighbor_count)
+        stitching = InferenceConfig(n_groups=cfg.n_groups, seed=cfg.seed,
+                                    neighbor_count=cfg.neighbor_count)
         summary = reconstruct_and_save(out_dir, result.models, test_scan,
-                                       input_scale=result.input_scale, options=options, log=log,
+                                       input_scale=result.input_scale, config=stitching, log=log,
                                        progress=not args.quiet and sys.stderr.isatty(),
                                        grouped=test_groups)
         written += summary["written"]

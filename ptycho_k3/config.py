@@ -566,3 +566,65 @@ class EvaluationConfig(_FlatConfig):
         _require(self.phase_method in PHASE_PLANE_METHODS,
                  f"phase method must be one of {PHASE_PLANE_METHODS}; got {self.phase_method!r}")
 
+
+
+@dataclass(frozen=True)
+class InferenceConfig(_FlatConfig):
+    """What ``ptycho-infer`` (and ``ptycho-train --do_stitching``) does with a loaded bundle and a
+    scan (:func:`ptycho_k3.workflows.infer.reconstruct_and_save`); model settings come from the
+    bundle, reading settings from :class:`ptycho_k3.data.MeasuredOptions`.
+
+    Attributes:
+        n_groups: groups to reconstruct (None = one per position, docs/conventions.md §14).
+        batch_size: groups per forward pass.
+        M: central crop of each patch kept when stitching (§17).
+        seed: seed of grouping (45, the original's).
+        neighbor_count: K nearest neighbours for grouping at gridsize > 1.
+        phase_vmin, phase_vmax: colour limits of phase pictures (rad; None = automatic).
+        comparison_plot: asked for comparison_plot.png (written anyway with a ground truth).
+        debug_dump: directory of the debug dump ("" = <output_dir>/debug_dump; None = none).
+        refine: the refinement after the PINN (None or 0 iterations = none).
+        compare_flat: with refinement, also solve from a flat start.
+    """
+
+    _SECTION: ClassVar[str] = "inference"
+
+    n_groups: int | None = None
+    batch_size: int = 32
+    M: int = DEFAULT_M
+    seed: int = 45
+    neighbor_count: int = 4
+    phase_vmin: float | None = None
+    phase_vmax: float | None = None
+    comparison_plot: bool = False
+    debug_dump: str | None = None
+    refine: RefineConfig | None = None
+    compare_flat: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "M", "neighbor_count"):
+            value = getattr(self, name)
+            _require(_is_int(value) and value >= 1, f"{name} must be an integer >= 1, got {value!r}")
+        _require(self.n_groups is None or (_is_int(self.n_groups) and self.n_groups >= 1),
+                 f"n_groups must be an integer >= 1 or none, got {self.n_groups!r}")
+        _require(_is_int(self.seed) and self.seed >= 0,
+                 f"seed must be an integer >= 0, got {self.seed!r}")
+        for name in ("phase_vmin", "phase_vmax"):
+            value = getattr(self, name)
+            _require(value is None or (isinstance(value, int | float) and math.isfinite(value)),
+                     f"{name} must be a finite number or none, got {value!r}")
+        _require(self.refine is None or isinstance(self.refine, RefineConfig),
+                 f"refine must be a RefineConfig or none, got {type(self.refine).__name__}")
+
+    @property
+    def refines(self) -> bool:
+        """Whether a refinement follows the PINN."""
+        return self.refine is not None and self.refine.iterations > 0
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> InferenceConfig:
+        values = dict(values)
+        refine = values.pop("refine", None)
+        if isinstance(refine, dict):
+            refine = RefineConfig.from_dict(refine)
+        return cls(**_known(cls, {**values, "refine": refine}, cls._SECTION))

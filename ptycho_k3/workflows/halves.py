@@ -61,7 +61,7 @@ def run_halves(out_dir: Path, scan: Any, run_one: Callable[[Path, Any], list[Pat
     Returns:
         Every written path: both halves' outputs, then ``frc.json`` and ``frc.png``.
     """
-    from ptycho_k3.cli.evaluate import frc_files, frc_summary
+    from ptycho_k3.workflows.evaluate import frc_files, frc_summary
 
     written: list[Path] = []
     parts = split_halves(scan) if parts is None else tuple(parts)
