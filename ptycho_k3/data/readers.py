@@ -53,7 +53,11 @@ def detect_format(path: str | os.PathLike) -> str:
         DataError: a file that is none of them (the message lists what was found).
     """
     p = Path(path)
-    blob, name = _open_bytes(p)
+    return _detect(p, *_open_bytes(p))
+
+
+def _detect(p: Path, blob: bytes | None, name: str) -> str:
+    """:func:`detect_format` of a file already opened by :func:`_open_bytes`."""
     head = blob[:8] if blob is not None else p.open("rb").read(8)
     if head.startswith(b"PK"):
         try:
@@ -105,15 +109,22 @@ def load_scan(path: str | os.PathLike, options: MeasuredOptions | None = None,
     if fmt not in FORMATS:
         raise DataError(f"{path}: unknown format {fmt!r}; expected one of {FORMATS}")
     p = Path(path)
+    blob, name = _open_bytes(p)  # a .bz2 file is decompressed once, for detection and reading
     if fmt == "auto":
-        fmt = detect_format(p)
-    blob, name = _open_bytes(p)
+        fmt = _detect(p, blob, name)
     source = io.BytesIO(blob) if blob is not None else p
     if fmt == "npz":
-        if blob is None:
-            return load_npz(p, opts)
-        raise DataError(f"{name}: decompress the project NPZ first (bunzip2); only tike-style "
-                        "NPZ and HDF5 files are read compressed")
+        if blob is not None:
+            raise DataError(f"{name}: decompress the project NPZ first (bunzip2); only "
+                            "tike-style NPZ and HDF5 files are read compressed")
+        return load_npz(p, opts)
+    if fmt == "ptychodus":
+        from .ptychodus import load_ptychodus_product
+
+        if blob is not None:
+            raise DataError(f"{name}: decompress the ptychodus product first (bunzip2)")
+
+        return prepare(load_ptychodus_product(p).raw_scan(name), opts)
     if fmt == "tike":
         from .tike import read_tike
 
@@ -126,21 +137,12 @@ def load_scan(path: str | os.PathLike, options: MeasuredOptions | None = None,
             raise DataError(f"{name}: not a readable NPZ file ({exc})") from None
     import h5py
 
+    from .cxi import read_cxi
+
     try:
         f = h5py.File(source, "r")
     except OSError as exc:
         raise DataError(f"{name}: not a readable HDF5 file ({exc})") from None
     with f:
-        if fmt == "cxi":
-            from .cxi import read_cxi
-
-            raw = read_cxi(f, name)
-        else:
-            raw = None
-    if raw is None:
-        from .ptychodus import load_ptychodus_product
-
-        if blob is not None:
-            raise DataError(f"{name}: decompress the ptychodus product first (bunzip2)")
-        raw = load_ptychodus_product(p).raw_scan(name)
+        raw = read_cxi(f, name)
     return prepare(raw, opts)

@@ -449,24 +449,22 @@ def _cxi_good(path: Path, **kw: Any) -> Path:
     return write_cxi(path, frames, np.zeros((frames.shape[0], 3)), **kw)
 
 
-def _tike_good(path: Path, **changes: Any) -> Path:
-    a = tike_arrays(m=3)
+def _changed(arrays: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """``arrays`` with ``changes`` applied (a None value drops the key)."""
     for key, value in changes.items():
         if value is None:
-            a.pop(key)
+            arrays.pop(key)
         else:
-            a[key] = value
-    return save(path, a)
+            arrays[key] = value
+    return arrays
+
+
+def _tike_good(path: Path, **changes: Any) -> Path:
+    return save(path, _changed(tike_arrays(m=3), changes))
 
 
 def _npz_good(path: Path, **changes: Any) -> Path:
-    a = project_arrays(m=3, object_pixel_m=5e-8)
-    for key, value in changes.items():
-        if value is None:
-            a.pop(key)
-        else:
-            a[key] = value
-    return save(path, a)
+    return save(path, _changed(project_arrays(m=3, object_pixel_m=5e-8), changes))
 
 
 def _ptychodus_good(path: Path, drop: str | None = None, **changes: Any) -> Path:
