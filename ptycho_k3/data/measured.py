@@ -372,7 +372,7 @@ def prepare(raw: RawScan, options: MeasuredOptions | None = None):
     # The frames stay in their own kind through shift and crop (a clean amplitude file comes
     # back bit for bit); binning sums counts, so amplitudes are squared first. float32 holds
     # integer counts exactly up to 2^24 per pixel.
-    frames = np.where(valid, data, 0).astype(np.float32)
+    frames = np.where(valid, data, 0).astype(np.float32, copy=False)
     as_counts = kind == "counts"
 
     def counts_of(f: np.ndarray) -> np.ndarray:
@@ -432,9 +432,13 @@ def prepare(raw: RawScan, options: MeasuredOptions | None = None):
     if empty.size:
         raise _fail(raw, raw.data_key, f"pattern {int(empty[0])} has no valid pixel after "
                                        "crop/bin")
-    counts = counts_of(frames)
     diffraction = np.ascontiguousarray(np.sqrt(frames) if as_counts else frames, dtype=np.float32)
-    mean_counts = float(np.mean(np.sum(counts, axis=(-2, -1))))
+    # Counts are needed only for the photon count of a counts file and for a probe made from the
+    # data; an amplitude file with a probe (the common case) is not squared a second time.
+    counts = mean_counts = None
+    if kind == "counts" or probe is None:
+        counts = counts_of(frames)
+        mean_counts = float(np.mean(np.sum(counts, axis=(-2, -1))))
     if kind == "counts":
         record["mean_counts_per_pattern"] = mean_counts
 
@@ -469,7 +473,7 @@ def prepare(raw: RawScan, options: MeasuredOptions | None = None):
     else:
         record["probe"] = f"from '{raw.probe_key}'"
         power = float(np.sum(np.abs(probe.astype(np.complex128)) ** 2))
-        if kind == "counts" and power > 0 and mean_counts > 0:
+        if kind == "counts" and power > 0 and mean_counts:
             # With counts the probe's power is known: a unit-transmission object must predict
             # the mean counts per pattern (docs/conventions.md §8), whatever scale the file used.
             gain = math.sqrt(mean_counts / power)
