@@ -44,20 +44,21 @@ class GroupedDiffraction:
         rows: int ``(B, C)`` rows of ``source`` per group.
         factor: the normalisation factor multiplied in.
         valid: the scan's valid-pixel mask (``ScanData.valid``: ``(N, N)``, ``(M, N, N)`` or
-            None); invalid pixels show ``fill * factor`` instead of the stored 0.
-        fill: float32 ``(N, N)`` neutral values (:func:`~ptycho_k3.data.measured.neutral_fill`).
+            None); invalid pixels show the scan's neutral value
+            (:func:`~ptycho_k3.data.measured.neutral_fill`) times ``factor`` instead of the
+            stored 0.
     """
 
     dtype = np.dtype(np.float32)
     ndim = 4
 
     def __init__(self, source: np.ndarray, rows: np.ndarray, factor: float,
-                 valid: np.ndarray | None = None, fill: np.ndarray | None = None):
+                 valid: np.ndarray | None = None):
         self.source = source
         self.rows = np.asarray(rows, dtype=np.int64)
         self.factor = float(factor)
         self.valid = valid
-        self.fill = None if valid is None else np.asarray(fill, np.float32) * np.float32(factor)
+        self.fill = None if valid is None else neutral_fill(source, valid) * np.float32(factor)
         n = source.shape[-1]
         self.shape = (self.rows.shape[0], n, n, self.rows.shape[1])
 
@@ -344,8 +345,7 @@ def group_scan(data: ScanData, gridsize: int, n_groups: int = 512, neighbor_coun
         raise named_error(exc, data.source) from None
     c = local.shape[1]
     n = scan.n
-    diff = GroupedDiffraction(scan.diffraction, local, factor, scan.valid,
-                              neutral_fill(scan.diffraction, scan.valid))
+    diff = GroupedDiffraction(scan.diffraction, local, factor, scan.valid)
     valid = None
     if not lazy:
         diff = np.asarray(diff)
