@@ -192,8 +192,6 @@ def prepare(config: TrainingConfig, train_data: ScanData) -> PreparedData:
         subsample_seed=config.subsample_seed, with_patches=spec.needs_labels,
         canvas_size=mcfg.canvas_size,
     )
-    log.info("grouped %d groups of %d from %d positions (n_subsample=%s)", grouped.n_groups,
-             grouped.group_size, train_data.n_positions, config.n_subsample)
     try:
         tr_idx, va_idx = split_groups(grouped.n_groups, config.validation_fraction, config.seed)
     except DataError as exc:

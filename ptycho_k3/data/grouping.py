@@ -360,9 +360,10 @@ def group_scan(data: ScanData, gridsize: int, n_groups: int = 512, neighbor_coun
     if with_patches:
         patches = _group_patches(scan, local)
     file_rows = local if rows is None else rows[local]
-    log.info("grouped %d positions into %d groups of %d (gridsize %d, K %d, seed %d); "
-             "normalisation factor %.6g", scan.n_positions, local.shape[0], c, gridsize,
-             neighbor_count, seed, factor)
+    log.info("grouped %d positions%s into %d groups of %d (gridsize %d, K %d, seed %d); "
+             "normalisation factor %.6g", scan.n_positions,
+             "" if rows is None else f" (subsampled from {data.n_positions})", local.shape[0], c,
+             gridsize, neighbor_count, seed, factor)
     return GroupedData(
         diffraction=diff, norm_factor=factor, coords_nn=nn, coords_offsets=centre,
         coords_relative=rel, coords_start_nn=nn_s, coords_start_offsets=centre_s,
