@@ -15,13 +15,13 @@ import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
+from ptycho_k3 import logs
 from ptycho_k3.config_io import LEGACY_IGNORED, UNSET
+from ptycho_k3.logs import LOGGER_NAME, add_log_file, close_log_files
 
-#: Logger of every ptycho-k3 module (the commands attach their handlers here).
-LOGGER_NAME = "ptycho_k3"
+__all__ = ["LOGGER_NAME", "add_log_file", "close_log_files"]  # re-exported for the commands
 
 #: Torch-only / legacy names that keep their hyphenated spelling as the canonical one.
 _HYPHEN_CANONICAL = ("torch_",)
@@ -103,6 +103,13 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    value = integer(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
 def number(text: str) -> float:
     return _number(text, float, "a number")
 
@@ -118,6 +125,21 @@ def positive_number(text: str) -> float:
 def optional_int(text: str) -> int | None:
     """An integer or ``none``."""
     return None if _is_none(text) else positive_int(text)
+
+
+def optional_integer(text: str) -> int | None:
+    """Any integer or ``none``."""
+    return None if _is_none(text) else integer(text)
+
+
+def optional_non_negative_int(text: str) -> int | None:
+    """An integer >= 0 or ``none``."""
+    return None if _is_none(text) else non_negative_int(text)
+
+
+def optional_text(text: str) -> str | None:
+    """A string, or ``none`` / empty for None."""
+    return None if _is_none(text) else text
 
 
 def optional_number(text: str) -> float | None:
@@ -193,71 +215,11 @@ def select_backend(flag: str | None) -> str:
 
 
 def setup_logging(prog: str, args: argparse.Namespace) -> logging.Logger:
-    """Console logging on stderr for the ``ptycho_k3`` loggers; returns the command's logger.
-
-    Python warnings (e.g. from the config validation) are routed into the same log.
-    """
+    """Console logging on stderr at the level the flags ask for (:func:`ptycho_k3.logs.setup`);
+    returns the command's logger."""
     level = args.console_level or ("DEBUG" if args.verbose else
                                    "WARNING" if args.quiet else "INFO")
-    root = logging.getLogger(LOGGER_NAME)
-    root.setLevel(logging.DEBUG)
-    root.propagate = False
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setLevel(level)
-    handler.setFormatter(logging.Formatter(f"{prog}: %(levelname)s: %(message)s"))
-    early = _EarlyRecords()
-    root.handlers = [handler, early]
-    logging.captureWarnings(True)
-    warnings_logger = logging.getLogger("py.warnings")
-    warnings_logger.handlers = [handler, early]
-    warnings_logger.propagate = False
-    return logging.getLogger(f"{LOGGER_NAME}.cli.{prog}")
-
-
-class _EarlyRecords(logging.Handler):
-    """Holds the records logged before the log file exists (the input checks run first, and a
-    run that fails there writes nothing); :func:`add_log_file` replays them into the file."""
-
-    LIMIT = 10_000
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if len(self.records) < self.LIMIT:
-            self.records.append(record)
-
-
-def add_log_file(path: Path) -> None:
-    """Also log everything (DEBUG and up) to ``path`` (created with its directory), starting
-    with what was logged since :func:`setup_logging`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(path, encoding="utf-8")
-    handler.setLevel(logging.DEBUG)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    held: list[_EarlyRecords] = []
-    for name in (LOGGER_NAME, "py.warnings"):
-        logger = logging.getLogger(name)
-        for early in [h for h in logger.handlers if isinstance(h, _EarlyRecords)]:
-            logger.removeHandler(early)
-            if all(early is not h for h in held):
-                held.append(early)
-    for early in held:
-        for record in early.records:
-            handler.handle(record)
-        early.records.clear()
-    logging.getLogger(LOGGER_NAME).addHandler(handler)
-    logging.getLogger("py.warnings").addHandler(handler)
-
-
-def close_log_files() -> None:
-    for name in (LOGGER_NAME, "py.warnings"):
-        logger = logging.getLogger(name)
-        for h in list(logger.handlers):
-            if isinstance(h, logging.FileHandler):
-                h.close()
-                logger.removeHandler(h)
+    return logs.setup(prog, level)
 
 
 def quiet_frameworks() -> None:

@@ -1,4 +1,5 @@
-"""The refinement flags, shared by ``ptycho-infer`` and ``ptycho-reconstruct``.
+"""The refinement flags, shared by ``ptycho-infer`` and ``ptycho-reconstruct``, built from
+:class:`~ptycho_k3.config.RefineConfig`.
 
 ``--refine_iterations`` (ptycho-infer) and ``--iterations`` (ptycho-reconstruct) are the same
 setting; every other flag has one spelling in both commands. Nothing here imports Keras.
@@ -9,74 +10,36 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ptycho_k3.cli._common import (
-    UsageError,
-    add_bool,
-    add_flag,
-    positive_int,
-    positive_number,
-)
-from ptycho_k3.config import REFINE_LOSSES, ConfigError, RefineConfig
+from ptycho_k3.cli._common import UsageError
+from ptycho_k3.cli._fields import add_fields, field_defaults
+from ptycho_k3.config import ConfigError, RefineConfig
 from ptycho_k3.config_io import UNSET
 
-_DEFAULT = RefineConfig()
-
-#: option name -> RefineConfig field (the option's default is the field's default).
-FIELDS = {
-    "refine_batch": "batch",
-    "refine_loss": "loss",
-    "refine_step": "object_step",
-    "refine_alpha": "alpha",
-    "refine_probe": "refine_probe",
-    "refine_probe_start": "probe_start",
-    "refine_probe_step": "probe_step",
-    "refine_positions": "refine_positions",
-    "refine_position_start": "position_start",
-    "refine_position_step": "position_step",
-    "refine_max_shift": "max_position_shift",
+#: RefineConfig field -> option name (``iterations`` is named by each command).
+FLAGS = {
+    "batch": "refine_batch",
+    "loss": "refine_loss",
+    "object_step": "refine_step",
+    "alpha": "refine_alpha",
+    "probe_start": "refine_probe_start",
+    "probe_step": "refine_probe_step",
+    "position_start": "refine_position_start",
+    "position_step": "refine_position_step",
+    "max_position_shift": "refine_max_shift",
 }
-
+#: option name -> RefineConfig field.
+FIELDS = {FLAGS.get(name, name): name for name in field_defaults(RefineConfig, skip=["iterations"])}
 #: Defaults of the options (a ``--config`` YAML may set any of them).
-DEFAULTS: dict[str, Any] = {name: getattr(_DEFAULT, field) for name, field in FIELDS.items()}
-DEFAULTS["compare_flat"] = False
-
-
-def non_negative_int(text: str) -> int:
-    from ptycho_k3.cli._common import integer
-
-    value = integer(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
+DEFAULTS: dict[str, Any] = field_defaults(RefineConfig, FLAGS, skip=["iterations"])
 
 
 def add_refine_flags(parser: argparse.ArgumentParser, iterations: str, help_iterations: str
                      ) -> None:
     """Add ``--<iterations>`` and the shared refinement flags to ``parser``."""
     group = parser.add_argument_group("iterative refinement (same physics as the network)")
-    add_flag(group, iterations, type=non_negative_int, default=UNSET, help=help_iterations)
-    add_flag(group, "refine_batch", type=positive_int, default=UNSET,
-             help=f"scan positions per update (default {_DEFAULT.batch})")
-    add_flag(group, "refine_loss", choices=REFINE_LOSSES, default=UNSET,
-             help="poisson (counts, the default) or amplitude least squares")
-    add_flag(group, "refine_step", type=positive_number, default=UNSET,
-             help=f"object step, 1 = one ePIE-sized step (default {_DEFAULT.object_step})")
-    add_flag(group, "refine_alpha", type=positive_number, default=UNSET,
-             help=f"rPIE regularisation in (0, 1] (default {_DEFAULT.alpha})")
-    add_bool(group, "refine_probe", help="also refine the probe (its power is kept)")
-    add_flag(group, "refine_probe_start", type=non_negative_int, default=UNSET,
-             help=f"iteration after which the probe is refined (default {_DEFAULT.probe_start})")
-    add_flag(group, "refine_probe_step", type=positive_number, default=UNSET,
-             help=f"probe step (default {_DEFAULT.probe_step})")
-    add_bool(group, "refine_positions", help="also correct the scan positions")
-    add_flag(group, "refine_position_start", type=non_negative_int, default=UNSET,
-             help="iteration after which positions are corrected "
-                  f"(default {_DEFAULT.position_start})")
-    add_flag(group, "refine_position_step", type=positive_number, default=UNSET,
-             help=f"position step (default {_DEFAULT.position_step})")
-    add_flag(group, "refine_max_shift", type=positive_number, default=UNSET,
-             help="largest correction of one position per iteration, pixels "
-                  f"(default {_DEFAULT.max_position_shift})")
+    add_fields(group, RefineConfig, names=["iterations"], flags={"iterations": iterations},
+               default=UNSET, help_overrides={"iterations": help_iterations})
+    add_fields(group, RefineConfig, skip=["iterations"], flags=FLAGS, default=UNSET)
 
 
 def refine_config(options: dict[str, Any], iterations: int, seed: int) -> RefineConfig:

@@ -32,12 +32,11 @@ from ptycho_k3.cli._common import (
     UsageError,
     add_bool,
     add_flag,
-    number,
-    positive_int,
     positive_number,
     run_main,
     setup_logging,
 )
+from ptycho_k3.cli._fields import add_fields, config_from
 from ptycho_k3.config import EvaluationConfig
 from ptycho_k3.workflows.evaluate import frc_files, frc_summary, load_ground_truth, load_reconstruction
 
@@ -65,14 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_bool(p, "remove_ramp", default=True,
              help="with --reference, remove the linear phase ramp difference first (default "
                   "true)")
-    add_flag(p, "M", type=positive_int, default=None,
-             help="stitching crop for the scored window (default: the reconstruction's)")
-    add_flag(p, "max_shift", type=positive_int, default=EvaluationConfig.max_shift,
-             help=f"registration bound (px; default {EvaluationConfig.max_shift})")
-    add_flag(p, "trim", type=int, default=EvaluationConfig.trim,
-             help=f"pixels trimmed from each side before scoring (default {EvaluationConfig.trim})")
-    add_flag(p, "ms_ssim_sigma", type=number, default=EvaluationConfig.ms_ssim_sigma,
-             help=f"amplitude blur of the legacy MS-SSIM (default {EvaluationConfig.ms_ssim_sigma})")
+    add_fields(p, EvaluationConfig, names=["M", "max_shift", "trim", "ms_ssim_sigma"])
     p.add_argument("--no-register", dest="register", action="store_false",
                    help="score without sub-pixel registration")
     p.add_argument("--quiet", "-q", action="store_true", help="no summary on stdout")
@@ -106,9 +98,8 @@ def run(args: argparse.Namespace) -> int:
     x0, y0 = rec["x0"], rec["y0"]
     if x0 != int(x0) or y0 != int(y0):
         raise DataError(f"{args.reconstruction}: x0/y0 must be whole pixels, got {x0}, {y0}")
-    config = EvaluationConfig(M=args.M or rec["M"], register_images=args.register,
-                              max_shift=args.max_shift, trim=args.trim,
-                              ms_ssim_sigma=args.ms_ssim_sigma)
+    config = config_from(EvaluationConfig, {**vars(args), "M": args.M or rec["M"],
+                                            "register_images": args.register})
     try:
         metrics = evaluate(rec["object"], gt, config=config, x0=int(x0), y0=int(y0),
                            positions=rec["positions"])

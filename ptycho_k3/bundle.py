@@ -126,6 +126,41 @@ def _fresh_weights(models: Any, tmp: Path) -> dict[str, Path]:
     return out
 
 
+def training_params(config: Any, result: Any, train_scan: Any, *, nphotons_source: str | None,
+                    reading_options: dict[str, Any]) -> dict[str, Any]:
+    """The ``params.json`` a training run records (with what :func:`save_bundle` adds: the model
+    config, the trained intensity scale, the loss terms).
+
+    Args:
+        config: the run's :class:`~ptycho_k3.config.TrainingConfig`.
+        result: the :class:`~ptycho_k3.train.TrainResult` (input scale, nphotons, norm factor,
+            epochs run, grouping).
+        train_scan: the training :class:`~ptycho_k3.data.ScanData` as read.
+        nphotons_source: where nphotons came from (flag, yaml, metadata, default).
+        reading_options: the :class:`~ptycho_k3.data.MeasuredOptions` used, as a dict.
+    """
+    return {
+        "training": config.to_dict(),
+        "input_scale": float(result.input_scale),
+        "nphotons": float(result.nphotons),
+        "nphotons_source": nphotons_source,
+        "norm_factor": float(result.norm_factor),
+        "seed": config.seed,
+        "epochs_run": int(result.epochs_run),
+        "data": {
+            "train_data_file": str(config.train_data_file),
+            "n_positions": int(train_scan.n_positions),
+            "n_groups": int(result.grouped.n_groups),
+            "N": int(train_scan.n),
+            "gridsize": int(config.model.gridsize),
+            "norm_factor": float(result.norm_factor),
+            "metadata_nphotons": train_scan.nphotons,
+            "reading": train_scan.reading,
+            "reading_options": reading_options,
+        },
+    }
+
+
 def save_bundle(
     output_dir: str | os.PathLike,
     models: Any,

@@ -13,7 +13,8 @@ import dataclasses
 import math
 import numbers
 import warnings
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import MISSING, dataclass, field
 from typing import Any, ClassVar
 
 #: Patch / detector sides N the encoder/decoder ladders exist for.
@@ -26,6 +27,9 @@ AMP_ACTIVATIONS = ("sigmoid", "swish", "softplus", "relu")
 HIDDEN_ACTIVATIONS = ("relu", "swish", "gelu")
 PRECISIONS = ("float32", "mixed_bfloat16")
 MODEL_TYPES = ("pinn", "supervised")
+#: Synthetic object kinds of the simulator (ptycho_k3/data/objects.py draws them).
+OBJECT_KINDS = ("lines", "grf", "points", "diagonals")
+SCAN_PATTERNS = ("random", "raster")
 TORCH_ONLY_ARCHITECTURES = ("ffno", "fno", "fno_vanilla", "neuralop_uno")
 
 
@@ -43,6 +47,34 @@ def _finite_nonneg(name: str, value: float) -> None:
         isinstance(value, (int, float)) and math.isfinite(value) and value >= 0,
         f"{name} must be a finite number >= 0, got {value!r}",
     )
+
+
+def option(default: Any = MISSING, help: str = "", *, choices: Sequence[Any] | None = None,
+           minimum: int | None = None, default_text: str | None = None, hidden: bool = False,
+           metavar: str | None = None, none_is_default: bool = False,
+           default_factory: Any = MISSING) -> Any:
+    """A config field with its command-line description (the one place for help and default).
+
+    The commands build their flags from this metadata (``ptycho_k3/cli/_fields.py``): the flag
+    is the field's name, its type the field's annotation, its help ``help`` plus the default
+    (``default_text`` when the default needs words, e.g. "the file's _metadata").
+
+    Args:
+        default: the field's default (or ``default_factory``).
+        help: one line for ``--help``.
+        choices: the allowed values (checked by the parser and again by the dataclass).
+        minimum: for integers: the parser refuses smaller values (0 or 1).
+        default_text: how ``--help`` states the default, when the value alone would mislead.
+        hidden: a legacy setting: accepted, not listed in ``--help``.
+        metavar: the value's name in ``--help``.
+        none_is_default: the flag also takes ``none``, meaning "the default" (a legacy spelling).
+    """
+    metadata = {"help": help, "choices": tuple(choices) if choices is not None else None,
+                "minimum": minimum, "default_text": default_text, "hidden": hidden,
+                "metavar": metavar, "none_is_default": none_is_default}
+    if default_factory is not MISSING:
+        return field(default_factory=default_factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 def group_size(gridsize: int) -> int:
@@ -79,25 +111,29 @@ class ModelConfig(_FlatConfig):
 
     _SECTION: ClassVar[str] = "model"
 
-    N: int = 64
-    gridsize: int = 1
-    n_filters_scale: int = 2
-    model_type: str = "pinn"
-    architecture: str = "cnn"
-    amp_activation: str = "sigmoid"
-    hidden_activation: str = "relu"
-    precision: str = "float32"
-    object_big: bool = True
-    probe_big: bool = True
-    probe_mask: bool = False
-    pad_object: bool = True
-    probe_scale: float = 4.0
-    gaussian_smoothing_sigma: float = 0.0
-    probe_trainable: bool = False
-    intensity_scale_trainable: bool = True
-    offset: int = 4
-    max_position_jitter: int = 10
-    default_probe_scale: float = 0.7
+    N: int = option(64, f"patch / detector side: one of {', '.join(map(str, SUPPORTED_N))}")
+    gridsize: int = option(1, "group side: gridsize^2 patterns per group", minimum=1)
+    n_filters_scale: int = option(2, "filter multiplier of the encoder/decoders", minimum=1)
+    model_type: str = option("pinn", "pinn (physics loss on diffraction) or supervised "
+                             "(amplitude/phase labels)", choices=MODEL_TYPES)
+    architecture: str = option("cnn", "cnn (the only architecture)")
+    amp_activation: str = option("sigmoid", "activation of the amplitude output",
+                                 choices=AMP_ACTIVATIONS)
+    hidden_activation: str = option("relu", "activation of the hidden convolutions (relu, as "
+                                    "the original)", choices=HIDDEN_ACTIVATIONS)
+    precision: str = option("float32", "float32 or mixed_bfloat16: the conv stack in bfloat16, "
+                            "the physics and the loss in float32", choices=PRECISIONS)
+    object_big: bool = option(True, "per-group canvas of C patches")
+    probe_big: bool = option(True, "border decoder branch")
+    probe_mask: bool = option(False, "multiply the exit wave by the N/4 disc")
+    pad_object: bool = option(True, "decode only the central N/2 square")
+    probe_scale: float = option(4.0, "probe normalisation divisor")
+    gaussian_smoothing_sigma: float = option(0.0, "exit-wave smoothing sigma")
+    probe_trainable: bool = option(False, "train the probe")
+    intensity_scale_trainable: bool = option(True, "train log_scale")
+    offset: int = option(4, "legacy canvas offset", hidden=True)
+    max_position_jitter: int = option(10, "legacy canvas jitter", hidden=True)
+    default_probe_scale: float = option(0.7, "legacy default probe scale", hidden=True)
 
     def __post_init__(self) -> None:
         _require(
@@ -283,33 +319,40 @@ class TrainingConfig:
     """
 
     model: ModelConfig = field(default_factory=ModelConfig)
-    train_data_file: str | None = None
-    test_data_file: str | None = None
-    output_dir: str = "training_outputs"
-    batch_size: int = 16
-    nepochs: int = 50
-    learning_rate: float = 1e-3
-    nll_weight: float | None = None
-    mae_weight: float | None = None
-    realspace_weight: float = 0.0
-    realspace_mae_weight: float = 0.0
-    tv_weight: float = 0.0
-    amp_label_weight: float = 1.0
-    phase_label_weight: float = 1.0
-    nphotons: float = DEFAULT_NPHOTONS
-    n_groups: int = 512
-    n_subsample: int | None = None
-    subsample_seed: int | None = None
-    neighbor_count: int = 4
-    enable_oversampling: bool = False
-    neighbor_pool_size: int | None = None
-    sequential_sampling: bool = False
-    validation_fraction: float = 0.05
-    early_stopping_patience: int = 3
-    lr_patience: int = 2
-    lr_factor: float = 0.5
-    min_lr: float = 1e-4
-    seed: int = 0
+    train_data_file: str | None = option(None, "training scan (required)", metavar="FILE")
+    test_data_file: str | None = option(None, "test scan (for --do_stitching)", metavar="FILE")
+    output_dir: str = option("training_outputs", "output directory")
+    batch_size: int = option(16, "batch size", minimum=1)
+    nepochs: int = option(50, "epochs", minimum=1)
+    learning_rate: float = option(1e-3, "Adam learning rate")
+    nll_weight: float | None = option(None, "Poisson NLL weight (none = the model type's "
+                                      "default)", default_text="1 for pinn")
+    mae_weight: float | None = option(None, "amplitude MAE weight (none = the model type's "
+                                      "default)", default_text="0 for pinn")
+    realspace_weight: float = option(0.0, "scale of the real-space terms (pinn)")
+    realspace_mae_weight: float = option(0.0, "real-space amplitude MAE weight (pinn)")
+    tv_weight: float = option(0.0, "total-variation weight (pinn)")
+    amp_label_weight: float = option(1.0, "amplitude label weight (supervised)")
+    phase_label_weight: float = option(1.0, "phase label weight (supervised)")
+    nphotons: float = option(DEFAULT_NPHOTONS, "photons per pattern",
+                             default_text=f"the file's _metadata, else {DEFAULT_NPHOTONS:g}")
+    n_groups: int = option(512, "number of groups", minimum=1, none_is_default=True)
+    n_subsample: int | None = option(None, "raw patterns to subsample before grouping",
+                                     minimum=1, default_text="all")
+    subsample_seed: int | None = option(None, "seed of the subsample", minimum=0,
+                                        default_text="derived from --seed")
+    neighbor_count: int = option(4, "K nearest neighbours for grouping", minimum=1)
+    enable_oversampling: bool = option(False, "allow K-choose-C groups")
+    neighbor_pool_size: int | None = option(None, "pool for oversampling", minimum=1,
+                                            default_text="K")
+    sequential_sampling: bool = option(False, "first-n seeds instead of random")
+    validation_fraction: float = option(0.05, "random hold-out for validation")
+    early_stopping_patience: int = option(3, "epochs without improvement before stopping",
+                                          minimum=1)
+    lr_patience: int = option(2, "ReduceLROnPlateau patience", minimum=1)
+    lr_factor: float = option(0.5, "ReduceLROnPlateau factor")
+    min_lr: float = option(1e-4, "ReduceLROnPlateau floor")
+    seed: int = option(0, "one seed for every random choice")
 
     def __post_init__(self) -> None:
         _require(isinstance(self.model, ModelConfig), "model must be a ModelConfig")
@@ -469,18 +512,20 @@ class RefineConfig(_FlatConfig):
 
     _SECTION: ClassVar[str] = "refine"
 
-    iterations: int = 0
-    batch: int = 128
-    loss: str = "poisson"
-    object_step: float = 1.0
-    alpha: float = 0.1
-    refine_probe: bool = False
-    probe_start: int = 10
-    probe_step: float = 1.0
-    refine_positions: bool = False
-    position_start: int = 10
-    position_step: float = 0.5
-    max_position_shift: float = 0.5
+    iterations: int = option(0, "passes over the scan", minimum=0)
+    batch: int = option(128, "scan positions per update", minimum=1)
+    loss: str = option("poisson", "poisson (counts) or amplitude least squares",
+                       choices=REFINE_LOSSES)
+    object_step: float = option(1.0, "object step, 1 = one ePIE-sized step")
+    alpha: float = option(0.1, "rPIE regularisation in (0, 1]")
+    refine_probe: bool = option(False, "also refine the probe (its power is kept)")
+    probe_start: int = option(10, "iteration after which the probe is refined", minimum=0)
+    probe_step: float = option(1.0, "probe step")
+    refine_positions: bool = option(False, "also correct the scan positions")
+    position_start: int = option(10, "iteration after which positions are corrected", minimum=0)
+    position_step: float = option(0.5, "position step")
+    max_position_shift: float = option(0.5, "largest correction of one position per "
+                                       "iteration, pixels")
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -541,16 +586,18 @@ class EvaluationConfig(_FlatConfig):
 
     _SECTION: ClassVar[str] = "evaluation"
 
-    M: int | None = None
-    register_images: bool = True
-    max_shift: int = 3
-    max_subpixel: float = 1.0
-    border: int = 2
-    trim: int = 2
-    phase_method: str = "difference"
-    scale_amplitude: bool = True
-    ms_ssim_sigma: float = 1.0
-    frc_sigma: float = 0.0
+    M: int | None = option(None, "stitching crop for the scored window", minimum=1,
+                           default_text="the reconstruction's")
+    register_images: bool = option(True, "sub-pixel registration before scoring")
+    max_shift: int = option(3, "registration bound (px)", minimum=0)
+    max_subpixel: float = option(1.0, "largest sub-pixel correction applied (px)")
+    border: int = option(2, "pixels cropped from every side after registration", minimum=0)
+    trim: int = option(2, "pixels trimmed from each side before scoring", minimum=0)
+    phase_method: str = option("difference", "phase alignment before scoring",
+                               choices=PHASE_PLANE_METHODS)
+    scale_amplitude: bool = option(True, "scale the amplitude to the ground truth's mean")
+    ms_ssim_sigma: float = option(1.0, "amplitude blur of the legacy MS-SSIM")
+    frc_sigma: float = option(0.0, "Gaussian smoothing of the FRC curves (rings)")
 
     def __post_init__(self) -> None:
         _require(self.M is None or (_is_int(self.M) and self.M >= 1),
@@ -589,17 +636,22 @@ class InferenceConfig(_FlatConfig):
 
     _SECTION: ClassVar[str] = "inference"
 
-    n_groups: int | None = None
-    batch_size: int = 32
-    M: int = DEFAULT_M
-    seed: int = 45
-    neighbor_count: int = 4
-    phase_vmin: float | None = None
-    phase_vmax: float | None = None
-    comparison_plot: bool = False
-    debug_dump: str | None = None
+    n_groups: int | None = option(None, "number of groups to reconstruct", minimum=1,
+                                  default_text="one per position")
+    batch_size: int = option(32, "groups per forward pass", minimum=1)
+    M: int = option(DEFAULT_M, "central crop of each patch kept when stitching", minimum=1)
+    seed: int = option(45, "seed of grouping and subsampling (45, the original's)", minimum=0)
+    neighbor_count: int = option(4, "K nearest neighbours for grouping at gridsize > 1",
+                                 minimum=1)
+    phase_vmin: float | None = option(None, "lower colour limit of phase images (rad)")
+    phase_vmax: float | None = option(None, "upper colour limit of phase images (rad)")
+    comparison_plot: bool = option(False, "comparison_plot.png (written anyway when the scan "
+                                   "has a ground truth)")
+    debug_dump: str | None = option(None, "write patch grid / offsets / stats / canvas files",
+                                    metavar="DIR", default_text="<output_dir>/debug_dump")
     refine: RefineConfig | None = None
-    compare_flat: bool = False
+    compare_flat: bool = option(False, "with refinement, also solve from a flat start and draw "
+                                "both curves")
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "M", "neighbor_count"):
@@ -628,3 +680,175 @@ class InferenceConfig(_FlatConfig):
         if isinstance(refine, dict):
             refine = RefineConfig.from_dict(refine)
         return cls(**_known(cls, {**values, "refine": refine}, cls._SECTION))
+
+
+def _check_path(name: str, value: Any) -> None:
+    _require(value is None or (isinstance(value, str) and value != ""),
+             f"{name} must be a path, got {value!r}")
+
+
+@dataclass(frozen=True)
+class InferenceJob(_FlatConfig):
+    """One ``ptycho-infer`` run: the bundle, the scan, where the outputs go and how the scan is
+    cut before the network sees it; what is done with it is :class:`InferenceConfig`, how the
+    file is read :class:`ptycho_k3.data.MeasuredOptions`.
+
+    Attributes:
+        model_path: training output directory holding ``wts.h5.zip``, or the zip (required).
+        test_data: the scan file (required).
+        output_dir: where every output goes (created after every input check passed).
+        n_subsample: raw patterns drawn before grouping (None = all).
+        subsample_seed: seed of that draw (None = the inference seed).
+        gridsize: the caller's expectation of the bundle's gridsize (None = the bundle decides).
+        halves: reconstruct two disjoint halves and their FRC (:mod:`ptycho_k3.workflows.halves`).
+    """
+
+    _SECTION: ClassVar[str] = "inference"
+
+    model_path: str | None = option(None, "training output directory holding wts.h5.zip, or the "
+                                    "zip itself", metavar="PATH")
+    test_data: str | None = option(None, "scan to reconstruct", metavar="FILE")
+    output_dir: str = option("inference_outputs", "output directory")
+    n_subsample: int | None = option(None, "subsample this many raw patterns first", minimum=1,
+                                     default_text="all")
+    subsample_seed: int | None = option(None, "seed of the subsample", minimum=0,
+                                        default_text="--seed")
+    gridsize: int | None = option(None, "must match the bundle's gridsize if given (the bundle "
+                                  "decides)", minimum=1)
+    halves: bool = option(False, "reconstruct two disjoint halves of the scan (alternate "
+                          "positions) into half_1/ and half_2/ and write their FRC resolution "
+                          "to frc.json / frc.png")
+
+    def __post_init__(self) -> None:
+        for name in ("model_path", "test_data"):
+            _require(getattr(self, name) not in (None, ""), f"--{name} is required")
+            _check_path(name, getattr(self, name))
+        _check_path("output_dir", self.output_dir)
+        for name, low in (("n_subsample", 1), ("subsample_seed", 0), ("gridsize", 1)):
+            value = getattr(self, name)
+            _require(value is None or (_is_int(value) and value >= low),
+                     f"{name} must be an integer >= {low} or none, got {value!r}")
+
+
+RECONSTRUCTION_INITS = ("flat", "pinn")
+
+
+@dataclass(frozen=True)
+class ReconstructionJob(_FlatConfig):
+    """One ``ptycho-reconstruct`` run: the scan, the start (flat, or a bundle's PINN object),
+    where the outputs go. The solver's options are the :class:`InferenceConfig`'s ``refine``
+    (its grouping, stitching and picture options serve the PINN start).
+
+    Attributes:
+        test_data: the scan file (required).
+        output_dir: where every output goes.
+        init: ``flat`` or ``pinn`` (needs ``model_path``).
+        model_path: the bundle of the PINN start.
+        n_subsample: raw patterns drawn first (None = all; seeded by the inference seed).
+        halves: reconstruct two disjoint halves and their FRC.
+    """
+
+    _SECTION: ClassVar[str] = "reconstruction"
+
+    test_data: str | None = option(None, "scan to reconstruct", metavar="FILE")
+    output_dir: str = option("reconstruction_outputs", "output directory")
+    init: str = option("flat", "start from a flat object or the PINN's (needs --model_path)",
+                       choices=RECONSTRUCTION_INITS)
+    model_path: str | None = option(None, "training output directory or wts.h5.zip (for --init "
+                                    "pinn)", metavar="PATH")
+    n_subsample: int | None = option(None, "subsample this many patterns first", minimum=1,
+                                     default_text="all")
+    halves: bool = option(False, "reconstruct two disjoint halves of the scan (alternate "
+                          "positions) into half_1/ and half_2/ and write their FRC resolution "
+                          "to frc.json / frc.png")
+
+    def __post_init__(self) -> None:
+        _require(self.test_data not in (None, ""), "--test_data is required")
+        for name in ("test_data", "model_path", "output_dir"):
+            _check_path(name, getattr(self, name))
+        _require(self.init in RECONSTRUCTION_INITS,
+                 f"init must be one of {RECONSTRUCTION_INITS}, got {self.init!r}")
+        _require(self.init != "pinn" or self.model_path not in (None, ""),
+                 "--init pinn needs --model_path (a training output directory)")
+        _require(self.n_subsample is None or (_is_int(self.n_subsample) and self.n_subsample >= 1),
+                 f"n_subsample must be an integer >= 1 or none, got {self.n_subsample!r}")
+
+
+@dataclass(frozen=True)
+class SimulationConfig(_FlatConfig):
+    """One ``ptycho-simulate`` run (docs/conventions.md §10, §15).
+
+    Without ``from_npz``: ``output_dir/train.npz`` and ``test.npz`` from two objects of one
+    kind, same probe and positions. With it: the scan re-simulated at its own object, probe and
+    positions into ``output`` (default ``output_dir/<name>_sim.npz``).
+
+    Attributes:
+        object: synthetic object kind (:data:`OBJECT_KINDS`).
+        N: patch / detector side (:data:`SUPPORTED_N`).
+        n_images, n_test_images: patterns in train.npz / test.npz (None = n_images).
+        nphotons: expected photons per pattern (the Poisson noise level).
+        seed: seed of objects, positions and noise.
+        object_size: object side in pixels (None = int(3.5 N)).
+        positions: ``random`` (uniform inside the buffer) or ``raster``.
+        buffer: distance of positions from the object edge, pixels (None = N/2).
+        probe: an NPZ whose ``probeGuess`` replaces the default disc probe.
+        phase: non-uniform object phase (set_phi) or zero.
+        from_npz: re-simulate this scan (needs ``objectGuess`` and ``probeGuess``).
+        output: the file written with ``from_npz``.
+        chunk_size: patterns per backend call (bounds memory).
+        compress: compressed NPZ files.
+    """
+
+    _SECTION: ClassVar[str] = "simulation"
+
+    object: str = option("lines", "synthetic object kind", choices=OBJECT_KINDS)
+    N: int = option(64, "patch / detector side in pixels", choices=SUPPORTED_N)
+    n_images: int = option(2000, "diffraction patterns in train.npz", minimum=1)
+    n_test_images: int | None = option(None, "patterns in test.npz", minimum=1,
+                                       default_text="same as --n_images")
+    nphotons: float = option(DEFAULT_NPHOTONS, "expected photons per pattern, the Poisson "
+                             "noise level")
+    seed: int = option(0, "seed of every random choice: objects, positions, noise")
+    output_dir: str = option(".", "directory for the output files (created if missing)")
+    object_size: int | None = option(None, "object side in pixels", minimum=1,
+                                     default_text="int(3.5 N), 224 for N 64")
+    positions: str = option("random", "scan positions: uniform random inside the buffer, or a "
+                            "regular raster", choices=SCAN_PATTERNS)
+    buffer: float | None = option(None, "distance of positions from the object edge in pixels",
+                                  default_text="N/2")
+    probe: str | None = option(None, "take the probe (probeGuess, (N, N)) from this NPZ instead "
+                               "of the default disc", metavar="NPZ")
+    phase: bool = option(True, "non-uniform object phase by the set_phi formula (--no-phase: "
+                         "zero)")
+    from_npz: str | None = None
+    output: str | None = option(None, "output file for --from", metavar="NPZ",
+                                default_text="OUTPUT_DIR/<input name>_sim.npz")
+    chunk_size: int = option(512, "patterns per backend call (memory bound)", minimum=1)
+    compress: bool = option(False, "write compressed NPZ files (smaller, slower)")
+
+    def __post_init__(self) -> None:
+        _require(self.object in OBJECT_KINDS,
+                 f"object must be one of {OBJECT_KINDS}, got {self.object!r}")
+        _require(self.N in SUPPORTED_N, f"N must be one of {SUPPORTED_N}, got {self.N!r}")
+        for name in ("n_images", "chunk_size"):
+            value = getattr(self, name)
+            _require(_is_int(value) and value >= 1, f"{name} must be an integer >= 1, got {value!r}")
+        for name in ("n_test_images", "object_size"):
+            value = getattr(self, name)
+            _require(value is None or (_is_int(value) and value >= 1),
+                     f"{name} must be an integer >= 1 or none, got {value!r}")
+        _require(self.object_size is None or self.object_size >= self.N + 2,
+                 f"object_size {self.object_size} must be at least N + 2 = {self.N + 2}")
+        _require(isinstance(self.nphotons, int | float) and math.isfinite(self.nphotons)
+                 and self.nphotons > 0,
+                 f"nphotons must be a finite number > 0, got {self.nphotons!r}")
+        _require(_is_int(self.seed), f"seed must be an integer, got {self.seed!r}")
+        _require(self.positions in SCAN_PATTERNS,
+                 f"positions must be one of {SCAN_PATTERNS}, got {self.positions!r}")
+        _require(self.buffer is None or (isinstance(self.buffer, int | float)
+                                         and math.isfinite(self.buffer) and self.buffer >= 0),
+                 f"buffer must be a finite number >= 0 or none, got {self.buffer!r}")
+        for name in ("probe", "from_npz", "output", "output_dir"):
+            _check_path(name, getattr(self, name))
+        _require(self.output is None or self.from_npz is not None,
+                 "--output only applies with --from; use --output_dir")

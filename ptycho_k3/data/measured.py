@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from ptycho_k3.config import SUPPORTED_N
+from ptycho_k3.config import SUPPORTED_N, option
 
 from .errors import DataError
 
@@ -64,14 +64,25 @@ class MeasuredOptions:
         format: ``auto`` (from the file), ``npz``, ``tike``, ``cxi`` or ``ptychodus``.
     """
 
-    diffraction_kind: str | None = None
-    dc: str | None = None
-    saturation: float | None = None
-    detector_crop: int | None = None
-    detector_bin: int | None = None
-    positions_unit: str | None = None
-    object_pixel_size: float | None = None
-    format: str = "auto"
+    diffraction_kind: str | None = option(
+        None, "the frames hold counts (intensities) or amplitudes (sqrt of counts)",
+        choices=KINDS, default_text="the file's _metadata, else amplitude for the project NPZ, "
+                                    "counts otherwise")
+    dc: str | None = option(None, "where the zero frequency is: centre, corner (unshifted FFT) "
+                            "or auto (from the mean pattern)", choices=DC_LAYOUTS,
+                            default_text="the file's _metadata, else the format's")
+    saturation: float | None = option(None, "pixels at or above this value (file units) are "
+                                      "invalid")
+    detector_crop: int | None = option(None, "centre-crop detector frames to this side N (the "
+                                       "object pixel grows)", minimum=1)
+    detector_bin: int | None = option(None, "sum KxK detector pixels (counts; the probe is "
+                                      "cropped to the smaller field)", minimum=1)
+    positions_unit: str | None = option(None, "scan positions in object pixels or metres (needs "
+                                        "a pixel size)", choices=POSITION_UNITS)
+    object_pixel_size: float | None = option(None, "object pixel size in metres, for positions "
+                                             "in metres")
+    format: str = option("auto", "file format: auto (from the content), npz, tike, cxi, "
+                         "ptychodus", choices=FORMATS)
 
     def __post_init__(self) -> None:
         for name, allowed in (("diffraction_kind", KINDS), ("dc", DC_LAYOUTS),

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.ndimage import gaussian_filter, zoom
 
-OBJECT_KINDS = ("lines", "grf", "points", "diagonals")
+from ptycho_k3.config import OBJECT_KINDS
 
 
 def _draw_segments(canvas: np.ndarray, r0, c0, r1, c1) -> None:

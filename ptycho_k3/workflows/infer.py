@@ -12,8 +12,82 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ptycho_k3.config import InferenceConfig
-from ptycho_k3.workflows.halves import HALVES
+from ptycho_k3.config import InferenceConfig, InferenceJob
+from ptycho_k3.workflows.halves import HALVES, run_scan, scan_parts
+
+
+def load_scan(path: str, n_subsample: int | None, seed: int, reading: Any,
+              log: logging.Logger) -> Any:
+    """Read the scan (any format, docs/conventions.md §22, with the reading options
+    ``reading``), optionally subsampling raw patterns (no Keras needed)."""
+    from ptycho_k3.data import load_scan as read_scan
+    from ptycho_k3.data import subsample_indices
+
+    scan = read_scan(path, reading)
+    if n_subsample is not None and n_subsample < scan.n_positions:
+        idx = subsample_indices(scan.n_positions, n_subsample, seed)
+        log.info("subsampled %d of %d patterns (seed %d)", len(idx), scan.n_positions, seed)
+        scan = scan.select(idx)
+    return scan
+
+
+def check_compatible(scan: Any, params: dict[str, Any], where: str,
+                     gridsize: int | None = None) -> None:
+    """Raise DataError/ConfigError when the scan or options cannot go through the bundle."""
+    from ptycho_k3.config import ConfigError
+    from ptycho_k3.data import DataError
+
+    n = int(params["model"]["N"])
+    if scan.n != n:
+        raise DataError(f"{scan.source or 'test data'}: diffraction patterns are "
+                        f"{scan.n}x{scan.n} but the bundle {where} was trained for N={n}")
+    gs = int(params["model"].get("gridsize", 1))
+    if gridsize is not None and gridsize != gs:
+        raise ConfigError(f"--gridsize {gridsize} does not match the bundle's gridsize {gs}")
+
+
+def run_inference(job: InferenceJob, config: InferenceConfig, reading: Any, *, backend: str,
+                  log: logging.Logger, progress: bool) -> list[Path]:
+    """Everything ``ptycho-infer`` does; returns the written paths.
+
+    Every check that needs no Keras (the bundle's manifest, the scan, its compatibility with
+    the bundle, the halves, the refinement's measurements, the grouping) passes before the
+    bundle is loaded or ``job.output_dir`` exists.
+    """
+    from ptycho_k3.bundle import inspect_bundle
+
+    info = inspect_bundle(job.model_path)
+    seed = job.subsample_seed if job.subsample_seed is not None else config.seed
+    scan = load_scan(job.test_data, job.n_subsample, seed, reading, log)
+    check_compatible(scan, info.params, str(info.path), job.gridsize)
+    parts = scan_parts(scan, job.halves)  # --halves: fewer than 2 positions is refused here
+    if config.refines:
+        from ptycho_k3.refine import measurements
+
+        measurements(scan)  # a pattern with no valid pixel is refused before any output
+    groups = pinn_groups(parts, info.params, config)
+
+    from ptycho_k3.bundle import load_bundle
+    from ptycho_k3.logs import add_log_file
+    from ptycho_k3.outputs import save_reading
+
+    t0 = time.perf_counter()
+    bundle = load_bundle(info.path)
+    seconds = time.perf_counter() - t0
+    out_dir = Path(job.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    add_log_file(out_dir / "inference.log")
+    log.info("loaded %s (written by %s) under %s in %.1f s", info.path,
+             info.manifest.get("backend"), backend, seconds)
+    log.debug("settings: %s; %s; %s", job, config, reading)
+    written = [save_reading(out_dir, scan, reading.to_dict())]
+
+    def one(where: Path, part: Any) -> list[Path]:
+        return reconstruct_and_save(where, bundle.models, part, input_scale=bundle.input_scale,
+                                    config=config, log=log, progress=progress,
+                                    grouped=groups[id(part)])["written"]
+
+    return written + run_scan(out_dir, scan, one, log, halves=job.halves, parts=parts)
 
 
 def pinn_groups(parts: Sequence[Any], params: dict[str, Any], config: InferenceConfig
