@@ -3,7 +3,8 @@
 Nothing here imports Keras (the commands parse their arguments and select the backend first).
 
 Exit codes of every command: 0 success; 2 bad usage, bad data, bad bundle or bad configuration
-(one line on stderr, no traceback unless ``--verbose``); 1 anything unexpected.
+(one line on stderr, no traceback unless ``--verbose``); 3 valid input but the run failed
+(:class:`ptycho_k3.errors.RunFailure`, e.g. training diverged; one line); 1 anything unexpected.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 
 from ptycho_k3 import logs
 from ptycho_k3.config_io import LEGACY_IGNORED, UNSET
+from ptycho_k3.errors import RunFailure
 from ptycho_k3.logs import LOGGER_NAME, add_log_file, close_log_files
 
 __all__ = ["LOGGER_NAME", "add_log_file", "close_log_files"]  # re-exported for the commands
@@ -273,6 +275,11 @@ def run_main(prog: str, body: Callable[[argparse.Namespace], int],
             traceback.print_exc()
         print(f"{prog}: error: {one_line(exc)}", file=sys.stderr)
         return 2
+    except RunFailure as exc:
+        if verbose:
+            traceback.print_exc()
+        print(f"{prog}: failed: {one_line(exc)}", file=sys.stderr)
+        return 3
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130

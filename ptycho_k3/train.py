@@ -20,13 +20,14 @@ from ptycho_k3 import physics
 from ptycho_k3.config import TrainingConfig
 from ptycho_k3.data import DataError, GroupedData, ScanData, group_scan
 from ptycho_k3.data.grouping import named_error
+from ptycho_k3.errors import RunFailure
 from ptycho_k3.model import ModelPair, build_model
 from ptycho_k3.seeding import set_random_seed
 
 log = logging.getLogger(__name__)
 
 
-class TrainingError(RuntimeError):
+class TrainingError(RunFailure):
     """Training could not produce a usable model (e.g. the loss became NaN)."""
 
 

@@ -102,10 +102,9 @@ class GroupedData:
             :class:`GroupedDiffraction` (gathered per batch) when grouped with ``lazy=True``.
         norm_factor: the factor that was multiplied into the raw amplitudes.
         coords_nn: float64 ``(B, 1, 2, C)`` member positions ``[x, y]`` (object pixels).
-        coords_offsets: float64 ``(B, 1, 2, 1)`` group centres (mean of the members).
-        coords_relative: float64 ``(B, 1, 2, C)`` ``= -(coords_nn - coords_offsets)``.
-        coords_start_nn, coords_start_offsets, coords_start_relative: the same from the
-            ``*_start`` coordinates (equal to the above in the usual case).
+        coords_centres: float64 ``(B, 1, 2, 1)`` group centres (mean of the members).
+        coords_relative: float64 ``(B, 1, 2, C)`` ``= -(coords_nn - coords_centres)``, the
+            members' offsets from their centre (negated, the original's sign).
         nn_indices: int64 ``(B, C)`` rows of the scan (of the file, also after subsampling).
         patches: complex64 ``(B, N, N, C)`` ground truth at the TRUE member positions, or None.
         object: complex64 ``(H, W)`` or None. probe: complex64 ``(N, N)`` (raw).
@@ -118,11 +117,8 @@ class GroupedData:
     diffraction: np.ndarray | GroupedDiffraction
     norm_factor: float
     coords_nn: np.ndarray
-    coords_offsets: np.ndarray
+    coords_centres: np.ndarray
     coords_relative: np.ndarray
-    coords_start_nn: np.ndarray
-    coords_start_offsets: np.ndarray
-    coords_start_relative: np.ndarray
     nn_indices: np.ndarray
     patches: np.ndarray | None
     object: np.ndarray | None
@@ -151,7 +147,7 @@ class GroupedData:
 
     def centres(self) -> np.ndarray:
         """float64 ``(B, 2)`` group centres ``[x, y]``."""
-        return self.coords_offsets[:, 0, :, 0]
+        return self.coords_centres[:, 0, :, 0]
 
 
 def subsample_indices(m: int, n_subsample: int, seed: int) -> np.ndarray:
@@ -353,7 +349,6 @@ def group_scan(data: ScanData, gridsize: int, n_groups: int = 512, neighbor_coun
             valid = np.ascontiguousarray(
                 np.moveaxis(scan.valid_rows(local), 1, -1), dtype=np.float32)
     nn, centre, rel = _group_coords(scan.xcoords, scan.ycoords, local)
-    nn_s, centre_s, rel_s = _group_coords(scan.xcoords_start, scan.ycoords_start, local)
     if c > 1:
         _warn_margin(rel, n, gridsize, canvas_size)
     patches = None
@@ -365,9 +360,8 @@ def group_scan(data: ScanData, gridsize: int, n_groups: int = 512, neighbor_coun
              "" if rows is None else f" (subsampled from {data.n_positions})", local.shape[0], c,
              gridsize, neighbor_count, seed, factor)
     return GroupedData(
-        diffraction=diff, norm_factor=factor, coords_nn=nn, coords_offsets=centre,
-        coords_relative=rel, coords_start_nn=nn_s, coords_start_offsets=centre_s,
-        coords_start_relative=rel_s, nn_indices=file_rows.astype(np.int64), patches=patches,
+        diffraction=diff, norm_factor=factor, coords_nn=nn, coords_centres=centre,
+        coords_relative=rel, nn_indices=file_rows.astype(np.int64), patches=patches,
         object=scan.object, probe=scan.probe, gridsize=gridsize, subsample_indices=rows,
         metadata=dict(scan.metadata), valid=valid,
     )
