@@ -218,9 +218,9 @@ def train(config: TrainingConfig, train_data: ScanData, *, test_data: ScanData |
     elif prepared.config != config:
         raise ValueError("train: 'prepared' was made for a different configuration")
     mcfg, spec = config.model, config.loss
-    grouped, s = prepared.grouped, prepared.input_scale
+    grouped, input_scale = prepared.grouped, prepared.input_scale
     tr_idx, va_idx = prepared.train_indices, prepared.val_indices
-    inputs = model_inputs(grouped, s)
+    inputs = model_inputs(grouped, input_scale)
     targets = {"amplitude": inputs[0]} if spec.model_type == "pinn" else {}
     if spec.model_type == "pinn" and grouped.valid is not None:
         targets["valid"] = grouped.valid  # invalid detector pixels leave the loss
@@ -228,7 +228,7 @@ def train(config: TrainingConfig, train_data: ScanData, *, test_data: ScanData |
         targets.update(label_targets(grouped))
 
     set_random_seed(config.seed)
-    models = build_model(mcfg, probe=grouped.probe, intensity_scale=s, loss=spec)
+    models = build_model(mcfg, probe=grouped.probe, intensity_scale=input_scale, loss=spec)
     models.training.compile(optimizer=keras.optimizers.Adam(learning_rate=config.learning_rate))
     rng = np.random.default_rng([config.seed, 0xBA7C])
     train_batches = GroupBatches(inputs, targets, tr_idx, config.batch_size, rng)
@@ -254,7 +254,7 @@ def train(config: TrainingConfig, train_data: ScanData, *, test_data: ScanData |
         )
     secs = recorder.seconds[1:] or recorder.seconds
     return TrainResult(
-        models=models, history=history, grouped=grouped, input_scale=s,
+        models=models, history=history, grouped=grouped, input_scale=input_scale,
         nphotons=float(config.nphotons), norm_factor=float(grouped.norm_factor),
         epochs_run=len(losses), seconds_per_epoch=float(np.mean(secs)) if secs else 0.0,
         epoch_seconds=list(recorder.seconds), train_indices=tr_idx, val_indices=va_idx,

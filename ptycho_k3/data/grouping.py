@@ -102,8 +102,8 @@ class GroupedData:
             :class:`GroupedDiffraction` (gathered per batch) when grouped with ``lazy=True``.
         norm_factor: the factor that was multiplied into the raw amplitudes.
         coords_nn: float64 ``(B, 1, 2, C)`` member positions ``[x, y]`` (object pixels).
-        coords_centres: float64 ``(B, 1, 2, 1)`` group centres (mean of the members).
-        coords_relative: float64 ``(B, 1, 2, C)`` ``= -(coords_nn - coords_centres)``, the
+        group_centres: float64 ``(B, 1, 2, 1)`` group centres (mean of the members).
+        coords_relative: float64 ``(B, 1, 2, C)`` ``= -(coords_nn - group_centres)``, the
             members' offsets from their centre (negated, the original's sign).
         nn_indices: int64 ``(B, C)`` rows of the scan (of the file, also after subsampling).
         patches: complex64 ``(B, N, N, C)`` ground truth at the TRUE member positions, or None.
@@ -117,7 +117,7 @@ class GroupedData:
     diffraction: np.ndarray | GroupedDiffraction
     norm_factor: float
     coords_nn: np.ndarray
-    coords_centres: np.ndarray
+    group_centres: np.ndarray
     coords_relative: np.ndarray
     nn_indices: np.ndarray
     patches: np.ndarray | None
@@ -147,7 +147,7 @@ class GroupedData:
 
     def centres(self) -> np.ndarray:
         """float64 ``(B, 2)`` group centres ``[x, y]``."""
-        return self.coords_centres[:, 0, :, 0]
+        return self.group_centres[:, 0, :, 0]
 
 
 def subsample_indices(m: int, n_subsample: int, seed: int) -> np.ndarray:
@@ -360,7 +360,7 @@ def group_scan(data: ScanData, gridsize: int, n_groups: int = 512, neighbor_coun
              "" if rows is None else f" (subsampled from {data.n_positions})", local.shape[0], c,
              gridsize, neighbor_count, seed, factor)
     return GroupedData(
-        diffraction=diff, norm_factor=factor, coords_nn=nn, coords_centres=centre,
+        diffraction=diff, norm_factor=factor, coords_nn=nn, group_centres=centre,
         coords_relative=rel, nn_indices=file_rows.astype(np.int64), patches=patches,
         object=scan.object, probe=scan.probe, gridsize=gridsize, subsample_indices=rows,
         metadata=dict(scan.metadata), valid=valid,

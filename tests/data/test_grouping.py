@@ -31,7 +31,7 @@ def test_doc_example_offsets():
     s = ScanData(xcoords=x, ycoords=y, diffraction=np.ones((4, 64, 64), np.float32),
                  probe=np.ones((64, 64), np.complex64))
     g = group_scan(s, 1, n_groups=4)
-    assert g.coords_centres.shape == (4, 1, 2, 1)
+    assert g.group_centres.shape == (4, 1, 2, 1)
     # a gridsize-1 group is centred on its member: relative offsets are zero
     assert np.all(g.coords_relative == 0)
     g = group_scan(s, 2, n_groups=1, neighbor_count=4, enable_oversampling=True)
