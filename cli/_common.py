@@ -4,7 +4,8 @@ Nothing here imports Keras (the commands parse their arguments and select the ba
 
 Exit codes of every command: 0 success; 2 bad usage, bad data, bad bundle or bad configuration
 (one line on stderr, no traceback unless ``--verbose``); 3 valid input but the run failed
-(:class:`ptycho_k3.errors.RunFailure`, e.g. training diverged; one line); 1 anything unexpected.
+(:class:`ptycho_k3.errors.RunFailure`, e.g. training diverged; one line; a run stopped by
+SIGINT / SIGTERM exits 130 / 143); 1 anything unexpected.
 """
 
 from __future__ import annotations
@@ -249,8 +250,9 @@ def user_error_types() -> tuple[type[BaseException], ...]:
     from ptycho_k3.bundle import BundleError
     from ptycho_k3.config import ConfigError
     from ptycho_k3.data import DataError
+    from ptycho_k3.errors import CheckpointError
 
-    return (UsageError, BackendError, BundleError, ConfigError, DataError)
+    return (UsageError, BackendError, BundleError, ConfigError, DataError, CheckpointError)
 
 
 def one_line(exc: BaseException) -> str:
@@ -279,7 +281,7 @@ def run_main(prog: str, body: Callable[[argparse.Namespace], int],
         if verbose:
             traceback.print_exc()
         print(f"{prog}: failed: {one_line(exc)}", file=sys.stderr)
-        return 3
+        return int(getattr(exc, "exit_status", 3))
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130

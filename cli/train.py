@@ -44,7 +44,8 @@ from ptycho_k3.workflows.train import run_training
 PROG = "ptycho-train"
 #: Namespace entries that are not configuration values.
 # The reading flags (cli/_data.py) are options of the command, not of the training config.
-_NOT_CONFIG = {"config", "quiet", "verbose", "console_level", "backend", *DATA_FIELDS}
+_NOT_CONFIG = {"config", "quiet", "verbose", "console_level", "backend", "resume",
+               *DATA_FIELDS}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_flag(p, "config", default=None, metavar="YAML",
              help="YAML config (flat keys or nested model:); explicit flags win over it")
+    add_flag(p, "resume", default=None, metavar="DIR",
+             help="continue the run whose --output_dir is DIR from its last checkpoint (its "
+                  "settings; only --nepochs may change), writing into DIR")
     add_bool(p, "do_stitching",
              help="after training, reconstruct --test_data_file and write the inference outputs")
     add_common(p)
@@ -93,7 +97,8 @@ def run(args: argparse.Namespace) -> int:
     written = run_training(_explicit_config(args), args.config,
                            measured_options(explicit_values(args)), backend=backend, log=log,
                            verbosity=progress_verbosity(args),
-                           progress=not args.quiet and sys.stderr.isatty())
+                           progress=not args.quiet and sys.stderr.isatty(),
+                           resume=args.resume)
     if not args.quiet:
         for path in written:
             print(f"wrote {path}")

@@ -11,12 +11,24 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
 
 from ptycho_k3 import physics
+from ptycho_k3.checkpoint import (
+    Checkpoint,
+    Checkpointer,
+    CheckpointLog,
+    Restorer,
+    SignalStop,
+    StopOnSignal,
+    read_checkpoint,
+    restore_model,
+)
 from ptycho_k3.config import TrainingConfig
 from ptycho_k3.data import DataError, GroupedData, ScanData, group_scan
 from ptycho_k3.data.grouping import named_error
@@ -28,7 +40,12 @@ log = logging.getLogger(__name__)
 
 
 class TrainingError(RunFailure):
-    """Training could not produce a usable model (e.g. the loss became NaN)."""
+    """Training could not produce a usable model (e.g. the loss became NaN). ``result`` holds
+    the last good epoch's model when there was one."""
+
+    def __init__(self, message: str, result: TrainResult | None = None):
+        super().__init__(message)
+        self.result = result
 
 
 @dataclass
@@ -47,6 +64,9 @@ class TrainResult:
         seconds_per_epoch: mean wall time of an epoch (excluding the first, which compiles).
         epoch_seconds: wall time of every epoch, the first included.
         train_indices, val_indices: group indices of the two parts of the split.
+        stopped_by: the signal's name when a signal ended training (the models are then the
+            last completed epoch's), else None.
+        checkpoint_seconds: wall time of every checkpoint written.
     """
 
     models: ModelPair
@@ -60,6 +80,8 @@ class TrainResult:
     epoch_seconds: list[float]
     train_indices: np.ndarray
     val_indices: np.ndarray
+    stopped_by: str | None = None
+    checkpoint_seconds: list[float] = field(default_factory=list)
 
 
 def model_inputs(grouped: GroupedData, input_scale: float) -> tuple[np.ndarray, np.ndarray]:
@@ -82,23 +104,28 @@ def label_targets(grouped: GroupedData) -> dict[str, np.ndarray]:
 
 
 class GroupBatches(keras.utils.PyDataset):
-    """Batches of groups, shuffled per epoch by a private generator.
+    """Batches of groups; with ``seed`` the order of epoch ``e`` is a permutation drawn from
+    ``(seed, e)`` alone, so a resumed run (:mod:`ptycho_k3.checkpoint`) sees the same batches
+    as one that never stopped.
 
     Only the current batch is converted to backend tensors, so device memory does not grow with
     the dataset. Inputs are ``(s X, offsets)``; targets a dict (see :class:`PtychoModel`).
     """
 
     def __init__(self, inputs: tuple[np.ndarray, np.ndarray], targets: dict[str, np.ndarray],
-                 indices: np.ndarray, batch_size: int, rng: np.random.Generator | None):
+                 indices: np.ndarray, batch_size: int, seed: int | None, epoch: int = 0):
         super().__init__()
         self.inputs, self.targets = inputs, targets
         self.indices = np.array(indices)
         self.batch_size = batch_size
-        self.rng = rng
+        self.seed = seed
+        self.epoch = epoch
         self._order = self._new_order()
 
     def _new_order(self) -> np.ndarray:
-        return self.rng.permutation(self.indices) if self.rng is not None else self.indices
+        if self.seed is None:
+            return self.indices
+        return np.random.default_rng([self.seed, 0xBA7C, self.epoch]).permutation(self.indices)
 
     def __len__(self) -> int:
         return math.ceil(len(self.indices) / self.batch_size)
@@ -110,6 +137,7 @@ class GroupBatches(keras.utils.PyDataset):
         return x, y
 
     def on_epoch_end(self) -> None:
+        self.epoch += 1
         self._order = self._new_order()
 
 
@@ -203,14 +231,25 @@ def prepare(config: TrainingConfig, train_data: ScanData) -> PreparedData:
 
 
 def train(config: TrainingConfig, train_data: ScanData, *, test_data: ScanData | None = None,
-          verbose: int = 1, callbacks=(), prepared: PreparedData | None = None) -> TrainResult:
+          verbose: int = 1, callbacks=(), prepared: PreparedData | None = None,
+          checkpoint_path: Path | None = None, resume: Checkpoint | None = None,
+          stop: SignalStop | None = None, checkpoint_extra: dict | None = None) -> TrainResult:
     """Train a PtychoPINN (or supervised) model on ``train_data``.
 
     ``test_data`` is accepted for the CLI's convenience but not used for fitting (validation is a
     seeded random ``validation_fraction`` of the training groups). ``prepared`` is the result of
-    :func:`prepare` for the same ``config`` and data (default: prepared here). Raises
-    :class:`DataError` for unusable data (checked before any model is built) and
-    :class:`TrainingError` if the loss becomes NaN.
+    :func:`prepare` for the same ``config`` and data (default: prepared here).
+
+    Checkpoints (:mod:`ptycho_k3.checkpoint`): with ``checkpoint_path`` one is written after
+    every completed epoch (``checkpoint_extra`` recorded in it); ``resume`` continues from one
+    (weights, optimiser, schedule, history; the run ends at ``config.nepochs`` epochs in all);
+    ``stop`` ends training after the current step when a signal arrives, and the model is then
+    put back to the last completed epoch (:attr:`TrainResult.stopped_by`).
+
+    Raises:
+        DataError: unusable data (checked before any model is built).
+        TrainingError: the loss became NaN/inf; the message names the epoch, and the last good
+            epoch's weights stay in the checkpoint (and in ``TrainingError.result``).
     """
     del test_data
     if prepared is None:
@@ -230,32 +269,87 @@ def train(config: TrainingConfig, train_data: ScanData, *, test_data: ScanData |
     set_random_seed(config.seed)
     models = build_model(mcfg, probe=grouped.probe, intensity_scale=input_scale, loss=spec)
     models.training.compile(optimizer=keras.optimizers.Adam(learning_rate=config.learning_rate))
-    rng = np.random.default_rng([config.seed, 0xBA7C])
-    train_batches = GroupBatches(inputs, targets, tr_idx, config.batch_size, rng)
+    first_epoch = 0 if resume is None else resume.epoch
+    previous = {} if resume is None else resume.state.get("history", {})
+    train_batches = GroupBatches(inputs, targets, tr_idx, config.batch_size, config.seed,
+                                 epoch=first_epoch)
     val_batches = GroupBatches(inputs, targets, va_idx, config.batch_size, None)
     recorder = _EpochRecorder()
-    cbs = [
+    schedule = [
         keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=config.lr_factor,
                                           patience=config.lr_patience, min_lr=config.min_lr),
         keras.callbacks.EarlyStopping(monitor="loss", patience=config.early_stopping_patience),
-        keras.callbacks.TerminateOnNaN(),
-        recorder,
-        *callbacks,
     ]
-    hist = models.training.fit(train_batches, validation_data=val_batches, epochs=config.nepochs,
-                               callbacks=cbs, verbose=verbose)
-    history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
-    history["learning_rate"] = recorder.learning_rates
+    keras_history = keras.callbacks.History()
+
+    def history_so_far() -> dict[str, list[float]]:
+        return _history(previous, keras_history.history, recorder)
+
+    ckpt_log = CheckpointLog(last_epoch=first_epoch)
+    cbs = [keras_history, *schedule]
+    if resume is not None:
+        cbs.append(Restorer(resume, schedule))
+    cbs += [keras.callbacks.TerminateOnNaN(), recorder, *callbacks]
+    if stop is not None:
+        cbs.append(StopOnSignal(stop))
+    if checkpoint_path is not None:
+        cbs.append(Checkpointer(checkpoint_path, schedule, history_so_far,
+                                dict(checkpoint_extra or {}), stop=stop, log=ckpt_log))
+    if first_epoch < config.nepochs:
+        # shuffle=False: GroupBatches shuffles, by (seed, epoch); Keras's own batch shuffle
+        # draws from a global generator that a resumed process cannot put back.
+        models.training.fit(train_batches, validation_data=val_batches,
+                            epochs=config.nepochs, initial_epoch=first_epoch, callbacks=cbs,
+                            verbose=verbose, shuffle=False)
+    elif resume is not None:  # nothing left to train: the checkpoint is the result
+        restore_model(models.training, resume)
+    history = history_so_far()
     losses = history.get("loss", [])
-    if not losses or not all(math.isfinite(v) for v in losses):
-        raise TrainingError(
-            f"training loss became NaN/inf at epoch {len(losses)}; try a lower --learning_rate, "
-            "check that the diffraction is amplitude (not intensity), or change --seed"
-        )
+    stopped_by = stop.name if stop is not None and stop.signum is not None else None
+    finite = bool(losses) and all(math.isfinite(v) for v in losses)
+    if stopped_by or not finite:
+        # The weights are mid-epoch (or NaN): go back to the last completed good epoch.
+        good = _last_good(checkpoint_path, ckpt_log, resume)
+        if good is not None:
+            restore_model(models.training, good)
+            history = good.state.get("history", {})
+        elif not finite:
+            history = {}
     secs = recorder.seconds[1:] or recorder.seconds
-    return TrainResult(
+    result = TrainResult(
         models=models, history=history, grouped=grouped, input_scale=input_scale,
         nphotons=float(config.nphotons), norm_factor=float(grouped.norm_factor),
-        epochs_run=len(losses), seconds_per_epoch=float(np.mean(secs)) if secs else 0.0,
+        epochs_run=len(history.get("loss", [])),
+        seconds_per_epoch=float(np.mean(secs)) if secs else 0.0,
         epoch_seconds=list(recorder.seconds), train_indices=tr_idx, val_indices=va_idx,
+        stopped_by=stopped_by, checkpoint_seconds=list(ckpt_log.seconds),
     )
+    if not finite:
+        bad = len(losses)
+        kept = (f"the weights of epoch {result.epochs_run} (the last good one) are kept"
+                if result.epochs_run else "no epoch completed with a finite loss")
+        raise TrainingError(
+            f"training loss became NaN/inf in epoch {bad}; {kept}; try a lower "
+            "--learning_rate, check that the diffraction is amplitude (not intensity), or "
+            "change --seed", result=result if result.epochs_run else None)
+    return result
+
+
+def _history(previous: dict[str, list[float]], current: dict[str, list[Any]],
+             recorder: _EpochRecorder) -> dict[str, list[float]]:
+    """The run's history: the resumed part, then this run's epochs (floats)."""
+    out = {k: list(v) for k, v in previous.items()}
+    for key, values in current.items():
+        if key == "learning_rate":
+            continue  # recorded below, one value per epoch
+        out.setdefault(key, []).extend(float(v) for v in values)
+    out.setdefault("learning_rate", []).extend(recorder.learning_rates)
+    return out
+
+
+def _last_good(path: Path | None, log: CheckpointLog, resume: Checkpoint | None
+               ) -> Checkpoint | None:
+    """The checkpoint of the last completed finite epoch (written by this run or resumed)."""
+    if path is not None and log.last_epoch > 0 and path.exists():
+        return read_checkpoint(path)
+    return resume

@@ -73,7 +73,8 @@ def test_nothing_below_cli_imports_cli_and_nothing_below_workflows_imports_workf
 
 
 def test_lowest_layer_and_data_do_not_import_keras_or_upper_layers():
-    lowest = {"ptycho_k3.backend", "ptycho_k3.config", "ptycho_k3.atomic", "ptycho_k3.config_io"}
+    lowest = {"ptycho_k3.backend", "ptycho_k3.config", "ptycho_k3.atomic", "ptycho_k3.config_io",
+              "ptycho_k3.errors", "ptycho_k3.logs"}
     upper = ("ptycho_k3.model", "ptycho_k3.layers", "ptycho_k3.train", "ptycho_k3.infer",
              "ptycho_k3.refine", "ptycho_k3.bundle", "ptycho_k3.workflows")
     for module in lowest | {m for m in MODULES if m.startswith("ptycho_k3.data")}:

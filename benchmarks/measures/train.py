@@ -65,6 +65,25 @@ def _epoch_times(n: int, gs: int, batch: int, groups: int, epochs: int,
     return result.epoch_seconds[1:], result.models
 
 
+def _checkpoint_write(models, repeats: int = 3) -> tuple[float, float]:
+    """Median seconds of one checkpoint write of ``models.training`` and its size (MiB)."""
+    import tempfile
+    from pathlib import Path
+
+    from ptycho_k3.checkpoint import write_checkpoint
+
+    if not models.training.optimizer.built:
+        models.training.optimizer.build(models.training.trainable_variables)
+    with tempfile.TemporaryDirectory(prefix="bench-ckpt-") as tmp:
+        path = Path(tmp) / "checkpoint.zip"
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            write_checkpoint(path, models.training, {"epoch": 1, "history": {}})
+            times.append(time.perf_counter() - t0)
+        return median(times), path.stat().st_size / 2**20
+
+
 def run(settings: Settings, backend: str, shape: str) -> list[Record]:
     """Records of one training shape (``N64_gs1``, ``N64_gs2`` or ``N128_gs1``)."""
     index = [name for name, *_ in TRAIN_SHAPES].index(shape)
@@ -91,7 +110,12 @@ def run(settings: Settings, backend: str, shape: str) -> list[Record]:
     gflops = flops.training_step * batch / step / 1e9
     rss = peak_rss_mib()
     tag = f"train {shape}"
+    ckpt_s, ckpt_mib = _checkpoint_write(models)
     return [
+        Record(backend, f"{tag} checkpoint write s/epoch", ckpt_s, "s",
+               {**cfg, "method": "ptycho_k3.checkpoint.write_checkpoint of the trained model "
+                "(weights + Adam state, atomic zip), median of 3; ptycho-train writes one per "
+                "epoch", "checkpoint_mib": round(ckpt_mib, 2)}),
         Record(backend, f"{tag} s/epoch", s_epoch, "s", cfg),
         Record(backend, f"{tag} groups/s", train_groups / s_epoch, "groups/s", cfg),
         Record(backend, f"{tag} fwd+bwd GFLOP/s", gflops, "GFLOP/s",

@@ -54,7 +54,7 @@ def _check_training_outputs(run_dir: Path, backend: str, train: Path) -> None:
 
     assert sorted(p.name for p in run_dir.iterdir()) == sorted([
         "wts.h5.zip", "history.json", "loss_curve.png", "config.yaml", "train.log",
-        "reconstructed_amplitude.png", "reconstructed_phase.png", "reconstruction.npz",
+        "checkpoint.zip", "reconstructed_amplitude.png", "reconstructed_phase.png", "reconstruction.npz",
         "metrics.json", "comparison_plot.png"])
     history = json.loads((run_dir / "history.json").read_text())
     assert history["epochs"] == 1 and history["backend"] == backend
