@@ -47,7 +47,7 @@ PROG = "ptycho-reconstruct"
 #: The InferenceConfig options of this command (the PINN start's grouping and stitching, the
 #: pictures, the flat comparison); n_groups is always "one per position" here.
 _INFERENCE = ("batch_size", "M", "seed", "neighbor_count", "phase_vmin", "phase_vmax",
-              "compare_flat")
+              "compare_flat", "precision")
 ITERATIONS = 50
 
 DEFAULTS: dict[str, Any] = {

@@ -318,18 +318,26 @@ def inspect_bundle(path: str | os.PathLike) -> BundleInfo:
     return BundleInfo(path=zp, manifest=manifest, params=params)
 
 
-def load_bundle(path: str | os.PathLike) -> Bundle:
+def load_bundle(path: str | os.PathLike, precision: str | None = None) -> Bundle:
     """Load a bundle (directory or zip) under the current Keras backend.
+
+    ``precision`` (``float32`` or ``mixed_bfloat16``) rebuilds the model in that precision
+    instead of the one it was trained in; the weights are float32 in both, the physics stays
+    float32 (:class:`~ptycho_k3.config.ModelConfig`).
 
     Raises:
         BundleError: see :func:`inspect_bundle`; also a config or weights that do not fit.
     """
     info = inspect_bundle(path)
+    import dataclasses
+
     from ptycho_k3.config import ConfigError, ModelConfig
     from ptycho_k3.model import build_model
 
     try:
         config = ModelConfig.from_dict(info.params["model"])
+        if precision is not None:
+            config = dataclasses.replace(config, precision=precision)
     except (ConfigError, TypeError) as exc:
         raise BundleError(f"{info.path}: invalid model config in params.json ({exc})") from None
     probe = None

@@ -632,6 +632,8 @@ class InferenceConfig(_FlatConfig):
         debug_dump: directory of the debug dump ("" = <output_dir>/debug_dump; None = none).
         refine: the refinement after the PINN (None or 0 iterations = none).
         compare_flat: with refinement, also solve from a flat start.
+        precision: the network's precision at inference (None = the bundle's). The refinement
+            is all physics and always float32.
     """
 
     _SECTION: ClassVar[str] = "inference"
@@ -652,6 +654,10 @@ class InferenceConfig(_FlatConfig):
     refine: RefineConfig | None = None
     compare_flat: bool = option(False, "with refinement, also solve from a flat start and draw "
                                 "both curves")
+    precision: str | None = option(None, "run the network in float32 or mixed_bfloat16 (conv "
+                                   "stack in bfloat16; physics, stitching and refinement in "
+                                   "float32)", choices=PRECISIONS,
+                                   default_text="the bundle's")
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "M", "neighbor_count"):
@@ -665,6 +671,8 @@ class InferenceConfig(_FlatConfig):
             value = getattr(self, name)
             _require(value is None or (isinstance(value, int | float) and math.isfinite(value)),
                      f"{name} must be a finite number or none, got {value!r}")
+        _require(self.precision is None or self.precision in PRECISIONS,
+                 f"precision must be one of {PRECISIONS} or none, got {self.precision!r}")
         _require(self.refine is None or isinstance(self.refine, RefineConfig),
                  f"refine must be a RefineConfig or none, got {type(self.refine).__name__}")
 

@@ -72,13 +72,13 @@ def run_inference(job: InferenceJob, config: InferenceConfig, reading: Any, *, b
     from ptycho_k3.outputs import save_reading
 
     t0 = time.perf_counter()
-    bundle = load_bundle(info.path)
+    bundle = load_bundle(info.path, precision=config.precision)
     seconds = time.perf_counter() - t0
     out_dir = Path(job.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     add_log_file(out_dir / "inference.log")
-    log.info("loaded %s (written by %s) under %s in %.1f s", info.path,
-             info.manifest.get("backend"), backend, seconds)
+    log.info("loaded %s (written by %s) under %s in %.1f s; network in %s", info.path,
+             info.manifest.get("backend"), backend, seconds, bundle.models.config.precision)
     log.debug("settings: %s; %s; %s", job, config, reading)
     written = [save_reading(out_dir, scan, reading.to_dict())]
 

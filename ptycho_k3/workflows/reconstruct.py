@@ -59,7 +59,7 @@ def run_reconstruction(job: ReconstructionJob, config: InferenceConfig, reading:
     if info is not None:
         from ptycho_k3.bundle import load_bundle
 
-        bundle = load_bundle(info.path)
+        bundle = load_bundle(info.path, precision=config.precision)
         log.info("loaded %s (written by %s) under %s", info.path, info.manifest.get("backend"),
                  backend)
 

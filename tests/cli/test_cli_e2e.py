@@ -31,6 +31,7 @@ TRAIN_ARGS = ("--N", "64", "--n_filters_scale", "1", "--n_groups", "64", "--nepo
               "--batch_size", "16")
 BACKENDS = ("tensorflow", "torch", "jax")
 REL_TOL = 1e-4
+BF16_TOL = 0.1
 
 
 def _current_backend() -> str:
@@ -136,6 +137,19 @@ def test_infer_evaluate_current_backend(tmp_path, tiny_scans, monkeypatch):
     assert (alone.x0, alone.y0) == origin
     assert _rel_diff(alone.obj, obj_sub) <= REL_TOL
     assert obj_sub.shape != obj_a.shape or _rel_diff(obj_a, obj_sub) > 1e-3  # not the full run
+
+    # --precision mixed_bfloat16 runs the float32 bundle's network in bfloat16 (8-bit mantissa,
+    # ~4e-3 relative per op, a few % after ~20 layers): the object moves by more than float32
+    # noise and less than BF16_TOL; the physics and stitching stay float32.
+    out3 = tmp_path / "recon_bf16"
+    rc = infer_cli.main(["--model_path", str(run_dir), "--test_data", str(test),
+                         "--output_dir", str(out3), "--precision", "mixed_bfloat16", "--quiet"])
+    assert rc == 0
+    assert "network in mixed_bfloat16" in (out3 / "inference.log").read_text()
+    assert "network in float32" in (out / "inference.log").read_text()
+    bf16 = _object(out3 / "reconstruction.npz")
+    assert bf16.dtype == np.complex64
+    assert 1e-4 < _rel_diff(obj_a, bf16) <= BF16_TOL
 
     rc = evaluate_cli.main(["--reconstruction", str(out / "reconstruction.npz"),
                             "--ground_truth", str(test), "--output", str(tmp_path / "m.json"),
