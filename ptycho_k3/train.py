@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
-from ptycho_k3 import physics
+from ptycho_k3 import distribute, physics
 from ptycho_k3.config import TrainingConfig
 from ptycho_k3.data import DataError, GroupedData, ScanData, group_scan
 from ptycho_k3.data.grouping import named_error
@@ -86,11 +86,15 @@ class GroupBatches(keras.utils.PyDataset):
 
     Only the current batch is converted to backend tensors, so device memory does not grow with
     the dataset. Inputs are ``(s X, offsets)``; targets a dict (see :class:`PtychoModel`).
+    ``shards``: under ``--distribute`` a batch is this process's part of the global batch, the
+    last one cut to a multiple of the devices (:class:`ptycho_k3.distribute.ShardPlan`).
     """
 
     def __init__(self, inputs: tuple[np.ndarray, np.ndarray], targets: dict[str, np.ndarray],
-                 indices: np.ndarray, batch_size: int, rng: np.random.Generator | None):
+                 indices: np.ndarray, batch_size: int, rng: np.random.Generator | None,
+                 shards: distribute.ShardPlan = distribute.NO_DISTRIBUTION):
         super().__init__()
+        self.shards = shards
         self.inputs, self.targets = inputs, targets
         self.indices = np.array(indices)
         self.batch_size = batch_size
@@ -101,10 +105,10 @@ class GroupBatches(keras.utils.PyDataset):
         return self.rng.permutation(self.indices) if self.rng is not None else self.indices
 
     def __len__(self) -> int:
-        return math.ceil(len(self.indices) / self.batch_size)
+        return self.shards.n_batches(len(self.indices), self.batch_size)
 
     def __getitem__(self, i: int):
-        idx = np.sort(self._order[i * self.batch_size : (i + 1) * self.batch_size])
+        idx = self.shards.local_batch(self._order, i, self.batch_size)
         x = tuple(a[idx] for a in self.inputs)
         y = {k: v[idx] for k, v in self.targets.items()}
         return x, y
@@ -227,12 +231,16 @@ def train(config: TrainingConfig, train_data: ScanData, *, test_data: ScanData |
     if spec.needs_labels:
         targets.update(label_targets(grouped))
 
+    plan = distribute.setup(config.distribute)  # --distribute: devices, processes, the scope
+    plan.check_batch_size(config.batch_size)
+    plan.check_groups(len(va_idx), "validation")
     set_random_seed(config.seed)
-    models = build_model(mcfg, probe=grouped.probe, intensity_scale=input_scale, loss=spec)
-    models.training.compile(optimizer=keras.optimizers.Adam(learning_rate=config.learning_rate))
+    with plan.scope():  # variables (model and optimizer) replicated on every device
+        models = build_model(mcfg, probe=grouped.probe, intensity_scale=input_scale, loss=spec)
+        models.training.compile(optimizer=keras.optimizers.Adam(learning_rate=config.learning_rate))
     rng = np.random.default_rng([config.seed, 0xBA7C])
-    train_batches = GroupBatches(inputs, targets, tr_idx, config.batch_size, rng)
-    val_batches = GroupBatches(inputs, targets, va_idx, config.batch_size, None)
+    train_batches = GroupBatches(inputs, targets, tr_idx, config.batch_size, rng, plan)
+    val_batches = GroupBatches(inputs, targets, va_idx, config.batch_size, None, plan)
     recorder = _EpochRecorder()
     cbs = [
         keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=config.lr_factor,
@@ -242,8 +250,9 @@ def train(config: TrainingConfig, train_data: ScanData, *, test_data: ScanData |
         recorder,
         *callbacks,
     ]
-    hist = models.training.fit(train_batches, validation_data=val_batches, epochs=config.nepochs,
-                               callbacks=cbs, verbose=verbose)
+    with plan.scope():
+        hist = models.training.fit(train_batches, validation_data=val_batches, epochs=config.nepochs,
+                                   callbacks=cbs, verbose=verbose)
     history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
     history["learning_rate"] = recorder.learning_rates
     losses = history.get("loss", [])
