@@ -17,10 +17,12 @@ is the mean over the global batch, so a ``D``-device run takes the same steps as
 run up to float32 summation order (the all-reduce adds per-device partial sums).
 
 **The last partial batch** of an epoch (``n mod batch_size`` groups) cannot always be split
-evenly. In training and validation it is cut to the largest multiple of ``D``: the groups cut are
-the last ones of that epoch's shuffled order (a different few each epoch, at most ``D - 1``), and
-a batch of fewer than ``D`` groups is dropped. With one device nothing is cut. At inference the
-last batch is padded instead (its last group repeated up to a multiple of ``D``) and the padded
+evenly. In training and validation it is cut to the largest multiple of ``D``: at most ``D - 1``
+groups are left out of the epoch, the last ones of its shuffled order in training (a different
+few each epoch), the same few every epoch in validation (its order is fixed); a batch of fewer
+than ``D`` groups is dropped, and a validation set of fewer than ``D`` groups is refused. With one
+device nothing is cut. At inference a batch is padded instead (its last group repeated up to a
+multiple of ``D``; with a ``batch_size`` divisible by ``D`` only the last batch) and the padded
 outputs are discarded, so every group is reconstructed.
 
 **Processes and hosts.** With ``KERAS_DISTRIBUTION_NUM_PROCESSES`` > 1 (one command per host, or

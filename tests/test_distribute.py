@@ -11,13 +11,13 @@ steps, learning rate 1e-3): the arithmetic is the same except the order of the b
 (each device sums its rows, the all-reduce adds the partial sums), so a reduction differs by
 float32 rounding (~6e-8 relative per add, ~1e-6 over the 32k-element sums of the loss). Hence
 the training loss curve (every step, every epoch) ``rtol 1e-5``. The validation loss is taken
-after the last update, so it carries the weights' differences: ``rtol 5e-5``. Adam normalises
+after the last update, so it carries the weights' differences: ``rtol 1e-4``. Adam normalises
 every weight's step to about the learning rate whatever the gradient's size, so a weight whose
 gradient is at rounding level (cancellation) can step differently: the weights must agree to
 2e-4 in relative L2 norm, and no weight may differ by two steps (``2 lr``); the predicted
 patches (values ~0.5) to ``atol 1e-4``. Measured on the 2-core development machine, 2 and 4
-devices: loss 1e-6, validation loss 3e-6, weights 1e-5 (L2) and 2.8e-4 = 0.28 lr (max),
-patches 1e-5.
+devices in one process: loss 1e-6, validation loss 3e-6, weights 1e-5 (L2) and 2.8e-4 = 0.28 lr
+(max), patches 1e-5; two processes of 2 devices: loss 2e-6, validation loss 2e-5.
 """
 
 from __future__ import annotations
@@ -225,7 +225,7 @@ def assert_same_training(ref: dict, loss: np.ndarray, val_loss: np.ndarray,
     """The loss curves (and the weights) of a run equal the reference's within the module's
     tolerances."""
     np.testing.assert_allclose(loss, ref["loss"], rtol=1e-5)
-    np.testing.assert_allclose(val_loss, ref["val_loss"], rtol=5e-5)
+    np.testing.assert_allclose(val_loss, ref["val_loss"], rtol=1e-4)
     if weights is None:
         return
     ref_w = _weights(ref)
@@ -290,9 +290,10 @@ def _collectives_work() -> str | None:
 
 @needs_jax
 def test_two_processes_train_through_the_command(runs, tmp_path):
-    """Two ``ptycho-train --distribute data_parallel`` processes with 2 devices each (4 in all),
-    joined through KERAS_DISTRIBUTION_*: the same loss curve as the one-device run of the same
-    global batch, identical in both processes, and each writes its own output directory."""
+    """Two ``ptycho-train --distribute data_parallel --do_stitching`` processes with 2 devices
+    each (4 in all), joined through KERAS_DISTRIBUTION_*: the same loss curve as the one-device
+    run of the same global batch, identical in both processes; the sharded inference gives both
+    the same reconstruction; each writes its own output directory."""
     why = _collectives_work()
     if why:
         pytest.skip(why)
@@ -304,7 +305,8 @@ def test_two_processes_train_through_the_command(runs, tmp_path):
             "--nepochs", str(cfg.nepochs), "--n_groups", str(cfg.n_groups),
             "--batch_size", str(cfg.batch_size), "--validation_fraction",
             str(cfg.validation_fraction), "--seed", str(cfg.seed), "--learning_rate",
-            str(cfg.learning_rate), "--nphotons", "1e9", "--distribute", "data_parallel"]
+            str(cfg.learning_rate), "--nphotons", "1e9", "--distribute", "data_parallel",
+            "--do_stitching", "--test_data_file", str(runs["scan"])]
     procs = [_start([sys.executable, "-m", "ptycho_k3.cli.train", *args, "--output_dir",
                      str(tmp_path / f"p{i}")],
                     _env(2, KERAS_DISTRIBUTION_PROCESS_ID=str(i), **common)) for i in range(2)]
@@ -315,5 +317,11 @@ def test_two_processes_train_through_the_command(runs, tmp_path):
         assert "4 devices (cpu:" in err and f"in 2 process(es); this is process {i}" in err
         assert (tmp_path / f"p{i}" / "wts.h5.zip").exists()
     assert histories[0] == histories[1]
+    objects = []
+    for i in range(2):
+        with np.load(tmp_path / f"p{i}" / "reconstruction.npz") as f:
+            objects.append(f["object"])
+    assert np.isfinite(objects[0]).all()
+    np.testing.assert_array_equal(objects[0], objects[1])
     assert_same_training(runs[1], np.asarray(histories[0]["loss"]),
                          np.asarray(histories[0]["val_loss"]))
