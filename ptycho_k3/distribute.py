@@ -5,9 +5,10 @@ Modes (:data:`DISTRIBUTE_MODES`): ``none`` (the default: one device, nothing her
 every process. The variables are replicated on every device, each global batch is split along
 its first axis, and XLA all-reduces the gradients, so every device applies the same update.
 
-**Backends.** Keras 3's distribution API is complete only for JAX; its TensorFlow and PyTorch
-``distribution_lib`` cannot run ``DataParallel`` training today. ``data_parallel`` under another
-backend is a :class:`~ptycho_k3.backend.BackendError` (exit 2) whose one line names jax.
+**Backends.** Keras 3's distribution API is complete only for JAX (Keras 3.15: the TensorFlow
+backend's ``distribution_lib`` only lists devices and converts layouts, with no
+``initialize`` and no sharding of ``fit``'s data; PyTorch has none). ``data_parallel`` under
+another backend is a :class:`~ptycho_k3.backend.BackendError` (exit 2) whose one line names jax.
 
 **Batches.** The global batch is the configured ``batch_size``: the same groups per optimiser
 step as a one-device run, so the learning rate and the loss curve carry over. Each of the ``D``
