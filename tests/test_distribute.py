@@ -4,7 +4,9 @@ check, one-process runs over 1, 2 and 4 virtual CPU devices, and two processes j
 
 The training runs happen in subprocesses (``tests/distribute_worker.py``, or the real
 ``ptycho-train``) with ``KERAS_BACKEND=jax`` and ``XLA_FLAGS=--xla_force_host_platform_device_count``
-set before JAX is imported, whatever backend the suite runs under.
+set before JAX is imported, whatever backend the suite runs under; like the flag's check under
+TensorFlow and PyTorch they are marked ``crossbackend`` (run once, not per backend). The file
+takes ~50 s on 2 quiet cores (~90 CPU seconds: five JAX processes, each compiling a tiny model).
 
 Tolerances of a D-device run against the one-device run with the same global batch (8 Adam
 steps, learning rate 1e-3): the arithmetic is the same except the order of the batch reductions
@@ -175,6 +177,7 @@ _FLAG_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.crossbackend
 @pytest.mark.parametrize("backend", ["tensorflow", "torch"])
 def test_flag_exits_2_naming_jax(backend, tmp_path):
     if importlib.util.find_spec(backend) is None:
@@ -238,6 +241,7 @@ def assert_same_training(ref: dict, loss: np.ndarray, val_loss: np.ndarray,
 
 
 @needs_jax
+@pytest.mark.crossbackend
 @pytest.mark.parametrize("devices", [2, 4])
 def test_data_parallel_trains_and_predicts_like_one_device(runs, devices):
     one, run = runs[1], runs[devices]
@@ -289,6 +293,7 @@ def _collectives_work() -> str | None:
 
 
 @needs_jax
+@pytest.mark.crossbackend
 def test_two_processes_train_through_the_command(runs, tmp_path):
     """Two ``ptycho-train --distribute data_parallel --do_stitching`` processes with 2 devices
     each (4 in all), joined through KERAS_DISTRIBUTION_*: the same loss curve as the one-device
