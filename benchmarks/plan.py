@@ -17,7 +17,7 @@ TRAIN_SHAPES = (
 #: Worker measures in run order (each one worker process per backend).
 MEASURES = (
     "train_N64_gs1", "train_N64_gs2", "train_N128_gs1", "train_N64_gs1_bf16",
-    "infer", "scaling", "gflops", "quality",
+    "infer", "scaling", "gflops", "quality", "distribute",
     "cli", "refine",
 )
 

@@ -47,7 +47,7 @@ PROG = "ptycho-reconstruct"
 #: The InferenceConfig options of this command (the PINN start's grouping and stitching, the
 #: pictures, the flat comparison); n_groups is always "one per position" here.
 _INFERENCE = ("batch_size", "M", "seed", "neighbor_count", "phase_vmin", "phase_vmax",
-              "compare_flat", "precision")
+              "compare_flat", "precision", "distribute")
 ITERATIONS = 50
 
 DEFAULTS: dict[str, Any] = {
@@ -70,7 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
         "M": "central crop of PINN patches when stitching, and the scored region's margin "
              "(default 20)",
         "seed": "seed of subsampling, grouping and the refinement's batch order (default 45)",
-        "compare_flat": "with --init pinn, also solve from a flat start and draw both curves"})
+        "compare_flat": "with --init pinn, also solve from a flat start and draw both curves",
+        "distribute": "data_parallel: shard the PINN start's batches over every device of every "
+                      "process (--init pinn; jax only; default none)"})
     add_data_flags(p, UNSET)
     add_refine_flags(p, "iterations", f"iterations of the solver (default {ITERATIONS})")
     add_common(p)

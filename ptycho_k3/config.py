@@ -31,6 +31,8 @@ MODEL_TYPES = ("pinn", "supervised")
 OBJECT_KINDS = ("lines", "grf", "points", "diagonals")
 SCAN_PATTERNS = ("random", "raster")
 TORCH_ONLY_ARCHITECTURES = ("ffno", "fno", "fno_vanilla", "neuralop_uno")
+#: ``--distribute`` modes (:mod:`ptycho_k3.distribute`): one device, or data parallel over all.
+DISTRIBUTE_MODES = ("none", "data_parallel")
 
 
 class ConfigError(ValueError):
@@ -353,9 +355,14 @@ class TrainingConfig:
     lr_factor: float = option(0.5, "ReduceLROnPlateau factor")
     min_lr: float = option(1e-4, "ReduceLROnPlateau floor")
     seed: int = option(0, "one seed for every random choice")
+    distribute: str = option("none", "data_parallel: shard each batch (batch_size groups) over "
+                             "every device of every process (jax only; ptycho_k3/distribute.py)",
+                             choices=DISTRIBUTE_MODES)
 
     def __post_init__(self) -> None:
         _require(isinstance(self.model, ModelConfig), "model must be a ModelConfig")
+        _require(self.distribute in DISTRIBUTE_MODES,
+                 f"distribute must be one of {DISTRIBUTE_MODES}, got {self.distribute!r}")
         _require(
             isinstance(self.batch_size, int) and self.batch_size >= 1,
             f"batch_size must be an integer >= 1, got {self.batch_size!r}",
@@ -634,6 +641,7 @@ class InferenceConfig(_FlatConfig):
         compare_flat: with refinement, also solve from a flat start.
         precision: the network's precision at inference (None = the bundle's). The refinement
             is all physics and always float32.
+        distribute: ``none`` or ``data_parallel`` (:mod:`ptycho_k3.distribute`; jax only).
     """
 
     _SECTION: ClassVar[str] = "inference"
@@ -658,8 +666,13 @@ class InferenceConfig(_FlatConfig):
                                    "stack in bfloat16; physics, stitching and refinement in "
                                    "float32)", choices=PRECISIONS,
                                    default_text="the bundle's")
+    distribute: str = option("none", "data_parallel: shard each batch of the network over every "
+                             "device of every process (jax only; ptycho_k3/distribute.py)",
+                             choices=DISTRIBUTE_MODES)
 
     def __post_init__(self) -> None:
+        _require(self.distribute in DISTRIBUTE_MODES,
+                 f"distribute must be one of {DISTRIBUTE_MODES}, got {self.distribute!r}")
         for name in ("batch_size", "M", "neighbor_count"):
             value = getattr(self, name)
             _require(_is_int(value) and value >= 1, f"{name} must be an integer >= 1, got {value!r}")

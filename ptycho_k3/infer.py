@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ptycho_k3 import distribute
 from ptycho_k3.config import DEFAULT_M, group_size
 from ptycho_k3.data import DataError, GroupedData, GroupedDiffraction, ScanData, group_scan
 from ptycho_k3.stitch import StitchResult, StreamingStitcher
@@ -81,14 +82,17 @@ def _progress(done: int, total: int) -> None:
 
 
 def predict_objects(models: ModelPair, x: np.ndarray | GroupedDiffraction, offsets: np.ndarray,
-                    start: int, stop: int, input_scale: float = 1.0) -> np.ndarray:
+                    start: int, stop: int, input_scale: float = 1.0,
+                    predict: distribute.Predictor | None = None) -> np.ndarray:
     """Trimmed objects of groups ``[start, stop)`` as complex64 ``(b, N, N)``.
 
     ``x`` is normalised diffraction ``(B, N, N, C)`` (an array or gathered on demand); it is
     multiplied by ``input_scale`` one batch at a time, so no scaled copy of the scan is made.
+    ``predict``: the batch's forward pass (default ``models.inference.predict_on_batch``; under
+    ``--distribute`` :meth:`ptycho_k3.distribute.ShardPlan.predictor`).
     """
     xb = np.multiply(x[start:stop], np.float32(input_scale), dtype=np.float32)
-    out = models.inference.predict_on_batch((xb, offsets[start:stop]))
+    out = (predict or models.inference.predict_on_batch)((xb, offsets[start:stop]))
     out = np.asarray(out)
     return (out[..., 0] + 1j * out[..., 1]).astype(np.complex64)
 
@@ -96,7 +100,8 @@ def predict_objects(models: ModelPair, x: np.ndarray | GroupedDiffraction, offse
 def reconstruct(models: ModelPair, data: ScanData, *, input_scale: float,
                 n_groups: int | None = None, batch_size: int = 32, seed: int = 0,
                 M: int = DEFAULT_M, neighbor_count: int = 4, progress: bool = False,
-                keep_patches: bool = True, grouped: GroupedData | None = None) -> Reconstruction:
+                keep_patches: bool = True, grouped: GroupedData | None = None,
+                distribute_mode: str = "none") -> Reconstruction:
     """Reconstruct the object of ``data`` with a trained model.
 
     Args:
@@ -113,6 +118,8 @@ def reconstruct(models: ModelPair, data: ScanData, *, input_scale: float,
         keep_patches: also return every predicted patch (memory grows with the scan).
         grouped: the groups of ``data`` from :func:`group_for_inference` (default: grouped
             here with ``n_groups``, ``seed`` and ``neighbor_count``).
+        distribute_mode: ``none`` or ``data_parallel``: each batch sharded over every device
+            (:mod:`ptycho_k3.distribute`; jax only).
     """
     cfg = models.config
     if data.n != cfg.N:
@@ -131,13 +138,15 @@ def reconstruct(models: ModelPair, data: ScanData, *, input_scale: float,
     offsets = grouped.coords_relative.astype(np.float32)
     centres = grouped.centres()
     stitcher = StreamingStitcher(centres, cfg.N, M)
+    predict = distribute.setup(distribute_mode).predictor(models.inference)
     kept = []
     t_pred = t_stitch = 0.0
     total = grouped.n_groups
     for start in range(0, total, batch_size):
         stop = min(start + batch_size, total)
         t0 = time.perf_counter()
-        obj = predict_objects(models, grouped.diffraction, offsets, start, stop, input_scale)
+        obj = predict_objects(models, grouped.diffraction, offsets, start, stop, input_scale,
+                              predict)
         t1 = time.perf_counter()
         stitcher.add(obj, centres[start:stop])
         t_stitch += time.perf_counter() - t1

@@ -18,7 +18,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from ptycho_k3 import physics
+from ptycho_k3 import distribute, physics
 from ptycho_k3.checkpoint import (
     Checkpoint,
     Checkpointer,
@@ -110,11 +110,15 @@ class GroupBatches(keras.utils.PyDataset):
 
     Only the current batch is converted to backend tensors, so device memory does not grow with
     the dataset. Inputs are ``(s X, offsets)``; targets a dict (see :class:`PtychoModel`).
+    ``shards``: under ``--distribute`` a batch is this process's part of the global batch, the
+    last one cut to a multiple of the devices (:class:`ptycho_k3.distribute.ShardPlan`).
     """
 
     def __init__(self, inputs: tuple[np.ndarray, np.ndarray], targets: dict[str, np.ndarray],
-                 indices: np.ndarray, batch_size: int, seed: int | None, epoch: int = 0):
+                 indices: np.ndarray, batch_size: int, seed: int | None, epoch: int = 0,
+                 shards: distribute.ShardPlan = distribute.NO_DISTRIBUTION):
         super().__init__()
+        self.shards = shards
         self.inputs, self.targets = inputs, targets
         self.indices = np.array(indices)
         self.batch_size = batch_size
@@ -128,10 +132,10 @@ class GroupBatches(keras.utils.PyDataset):
         return np.random.default_rng([self.seed, 0xBA7C, self.epoch]).permutation(self.indices)
 
     def __len__(self) -> int:
-        return math.ceil(len(self.indices) / self.batch_size)
+        return self.shards.n_batches(len(self.indices), self.batch_size)
 
     def __getitem__(self, i: int):
-        idx = np.sort(self._order[i * self.batch_size : (i + 1) * self.batch_size])
+        idx = self.shards.local_batch(self._order, i, self.batch_size)
         x = tuple(a[idx] for a in self.inputs)
         y = {k: v[idx] for k, v in self.targets.items()}
         return x, y
@@ -266,14 +270,18 @@ def train(config: TrainingConfig, train_data: ScanData, *, test_data: ScanData |
     if spec.needs_labels:
         targets.update(label_targets(grouped))
 
+    plan = distribute.setup(config.distribute)  # --distribute: devices, processes, the scope
+    plan.check_batch_size(config.batch_size)
+    plan.check_groups(len(va_idx), "validation")
     set_random_seed(config.seed)
-    models = build_model(mcfg, probe=grouped.probe, intensity_scale=input_scale, loss=spec)
-    models.training.compile(optimizer=keras.optimizers.Adam(learning_rate=config.learning_rate))
+    with plan.scope():  # variables (model and optimizer) replicated on every device
+        models = build_model(mcfg, probe=grouped.probe, intensity_scale=input_scale, loss=spec)
+        models.training.compile(optimizer=keras.optimizers.Adam(learning_rate=config.learning_rate))
     first_epoch = 0 if resume is None else resume.epoch
     previous = {} if resume is None else resume.state.get("history", {})
     train_batches = GroupBatches(inputs, targets, tr_idx, config.batch_size, config.seed,
-                                 epoch=first_epoch)
-    val_batches = GroupBatches(inputs, targets, va_idx, config.batch_size, None)
+                                 epoch=first_epoch, shards=plan)
+    val_batches = GroupBatches(inputs, targets, va_idx, config.batch_size, None, shards=plan)
     recorder = _EpochRecorder()
     schedule = [
         keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=config.lr_factor,
@@ -298,9 +306,10 @@ def train(config: TrainingConfig, train_data: ScanData, *, test_data: ScanData |
     if first_epoch < config.nepochs:
         # shuffle=False: GroupBatches shuffles, by (seed, epoch); Keras's own batch shuffle
         # draws from a global generator that a resumed process cannot put back.
-        models.training.fit(train_batches, validation_data=val_batches,
-                            epochs=config.nepochs, initial_epoch=first_epoch, callbacks=cbs,
-                            verbose=verbose, shuffle=False)
+        with plan.scope():
+            models.training.fit(train_batches, validation_data=val_batches,
+                                epochs=config.nepochs, initial_epoch=first_epoch, callbacks=cbs,
+                                verbose=verbose, shuffle=False)
     elif resume is not None:  # nothing left to train: the checkpoint is the result
         restore_model(models.training, resume)
     history = history_so_far()

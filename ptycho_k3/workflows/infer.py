@@ -54,8 +54,10 @@ def run_inference(job: InferenceJob, config: InferenceConfig, reading: Any, *, b
     the bundle, the halves, the refinement's measurements, the grouping) passes before the
     bundle is loaded or ``job.output_dir`` exists.
     """
+    from ptycho_k3 import distribute
     from ptycho_k3.bundle import inspect_bundle
 
+    distribute.validate(config.distribute, backend)  # e.g. data_parallel needs jax
     info = inspect_bundle(job.model_path)
     seed = job.subsample_seed if job.subsample_seed is not None else config.seed
     scan = load_scan(job.test_data, job.n_subsample, seed, reading, log)
@@ -71,6 +73,8 @@ def run_inference(job: InferenceJob, config: InferenceConfig, reading: Any, *, b
     from ptycho_k3.logs import add_log_file
     from ptycho_k3.outputs import save_reading
 
+    # Processes join before JAX computes anything; a batch that does not split is refused.
+    distribute.setup(config.distribute).check_batch_size(config.batch_size)
     t0 = time.perf_counter()
     bundle = load_bundle(info.path, precision=config.precision)
     seconds = time.perf_counter() - t0
@@ -144,7 +148,8 @@ def reconstruct_and_save(
     rec = reconstruct(models, scan, input_scale=input_scale, n_groups=config.n_groups,
                       batch_size=config.batch_size, seed=config.seed, M=config.M,
                       neighbor_count=config.neighbor_count, progress=progress,
-                      keep_patches=config.debug_dump is not None, grouped=grouped)
+                      keep_patches=config.debug_dump is not None, grouped=grouped,
+                      distribute_mode=config.distribute)
     st = rec.stitched
     log.info("reconstructed %d groups in %.2f s (predict %.2f s, stitch %.2f s); object %dx%d",
              len(rec.centres), time.perf_counter() - t0, rec.seconds_predict,

@@ -26,10 +26,14 @@ def run_reconstruction(job: ReconstructionJob, config: InferenceConfig, reading:
     """
     if job.init == "flat" and config.compare_flat:
         log.warning("--compare_flat has no effect with --init flat")
+    if job.init == "flat" and config.distribute != "none":
+        log.warning("--distribute has no effect with --init flat (it shards the PINN start)")
     info = None
     if job.init == "pinn":
+        from ptycho_k3 import distribute
         from ptycho_k3.bundle import inspect_bundle
 
+        distribute.validate(config.distribute, backend)  # e.g. data_parallel needs jax
         info = inspect_bundle(job.model_path)
     scan = load_scan(job.test_data, job.n_subsample, config.seed, reading, log)
     if info is not None:
@@ -47,6 +51,8 @@ def run_reconstruction(job: ReconstructionJob, config: InferenceConfig, reading:
             normalization_factor(scan.diffraction)
         except DataError as exc:
             raise named_error(exc, scan.source) from None
+    else:  # processes join before JAX computes anything; a batch that does not split is refused
+        distribute.setup(config.distribute).check_batch_size(config.batch_size)
 
     from ptycho_k3.logs import add_log_file
     from ptycho_k3.outputs import save_reading
@@ -102,7 +108,8 @@ def _pinn_start(bundle: Any, scan: Any, config: InferenceConfig, log: logging.Lo
     t0 = time.perf_counter()
     rec = reconstruct(bundle.models, scan, input_scale=bundle.input_scale,
                       batch_size=config.batch_size, seed=config.seed, M=config.M,
-                      neighbor_count=config.neighbor_count, keep_patches=False, grouped=grouped)
+                      neighbor_count=config.neighbor_count, keep_patches=False, grouped=grouped,
+                      distribute_mode=config.distribute)
     seconds = time.perf_counter() - t0
     st = rec.stitched
     log.info("PINN start: %d groups in %.2f s", len(rec.centres), seconds)

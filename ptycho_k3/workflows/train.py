@@ -137,6 +137,9 @@ def run_training(explicit: dict[str, Any], config_path: str | None, reading: Any
     first = merge(explicit, config_path)  # validates flags and YAML (a bad --N fails here)
     if not first.config.train_data_file:
         raise ConfigError("--train_data_file is required (or train_data_file in --config)")
+    from ptycho_k3 import distribute
+
+    distribute.validate(first.config.distribute, backend)  # e.g. data_parallel needs jax
     train_scan = load_scan(first.config.train_data_file, reading)
     merged = merge(explicit, config_path, metadata_nphotons=train_scan.nphotons)
     cfg = merged.config
@@ -160,11 +163,16 @@ def run_training(explicit: dict[str, Any], config_path: str | None, reading: Any
     log.info("%s", nphotons_message(merged, train_scan.nphotons))
     log.debug("settings not at their default: %s",
               {k: v for k, v in merged.sources.items() if v != "default"})
+    # Processes join (KERAS_DISTRIBUTION_*) before JAX computes anything; a batch that does not
+    # split over the devices is refused before any output exists.
+    plan = distribute.setup(cfg.distribute)
+    plan.check_batch_size(cfg.batch_size)
     # The data checks of the run (grouping, normalisation, validation split; the test scan's
     # grouping) pass before the output directory, train.log or config.yaml exist.
     prepared = prepare(cfg, train_scan)
+    plan.check_groups(len(prepared.val_indices), "validation")
     stitching = InferenceConfig(n_groups=cfg.n_groups, seed=cfg.seed,
-                                neighbor_count=cfg.neighbor_count)
+                                neighbor_count=cfg.neighbor_count, distribute=cfg.distribute)
     test_groups = None
     if do_stitching:
         from ptycho_k3.infer import group_for_inference
