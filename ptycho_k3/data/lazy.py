@@ -53,14 +53,15 @@ _LOCAL_HEADER = struct.Struct("<4s5H3L2H")  # zip local file header, 30 bytes
 _LOCAL_SIGNATURE = b"PK\x03\x04"
 
 
-def chunk_rows(shape: tuple[int, ...], itemsize: int, budget: int = CHUNK_BYTES) -> int:
-    """Rows of a stack of ``shape`` handled at a time: ``budget`` bytes' worth, at least 1.
+def chunk_rows(shape: tuple[int, ...], itemsize: int, budget: int | None = None) -> int:
+    """Rows of a stack of ``shape`` handled at a time: ``budget`` bytes' worth (default
+    :data:`CHUNK_BYTES`), at least 1.
 
     At 256 rows or more the count is a multiple of 256, so chunked sums that work in blocks of
     256 rows (``measured._PatternMean``) meet the same blocks whatever the chunk size.
     """
     row_bytes = max(1, int(np.prod(shape[1:], dtype=np.int64)) * int(itemsize))
-    rows = max(1, budget // row_bytes)
+    rows = max(1, (CHUNK_BYTES if budget is None else budget) // row_bytes)
     return rows // 256 * 256 if rows >= 256 else rows
 
 
@@ -220,7 +221,7 @@ class MappedFrames(LazyFrames):
 
     def _account(self, out: np.ndarray) -> np.ndarray:
         self._since_release += out.nbytes
-        if self._since_release >= RELEASE_BYTES:
+        if self._since_release >= RELEASE_BYTES:  # read at call time (tests lower it)
             self.release()
         return out
 
