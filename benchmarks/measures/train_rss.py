@@ -2,7 +2,8 @@
 
 Issue "Scale": training must not hold every pattern of a beamline scan (10^4 - 10^6). Each case
 (scan size n, gridsize) runs in a **fresh subprocess** (``python -m
-benchmarks.measures.train_rss --case ...``) so that no case inherits another's heap: it reads
+benchmarks.measures.train_rss --file F --gridsize G --steps S --out J``) so that no case
+inherits another's heap: it reads
 the scan with :func:`ptycho_k3.data.load_scan` (an uncompressed NPZ: frames memory-mapped,
 checked in chunks) and runs :func:`ptycho_k3.train.train` for a fixed number of steps whatever
 n is: ``steps / 2`` steps of batch 16 for 2 epochs, i.e. ``n_groups`` chosen so that the

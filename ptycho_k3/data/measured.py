@@ -22,6 +22,11 @@ Every reader (project NPZ, tike NPZ, CXI, ptychodus product) hands a :class:`Raw
 7. no probe in the file: one from the data, ``IFFT(sqrt(mean counts))`` inside a disc support,
    scaled so that ``sum |P|^2`` = the mean counts per pattern (logged as such).
 
+Steps 1 and 3-5 work frame by frame (:class:`_Conversion`): the statistics they need are taken
+in one chunked pass over the frames (two with ``dc`` ``auto``), and frames read on demand
+(:mod:`ptycho_k3.data.lazy`) are converted per batch read instead of all at once
+(docs/conventions.md §22, streaming).
+
 The record of every decision is ``ScanData.reading``. Nothing here imports Keras.
 """
 
@@ -115,11 +120,14 @@ class RawScan:
 
     Attributes:
         source: the file name (every error message starts with it).
-        data: ``(M, H, W)`` real frames as stored (any real dtype; NaN/negatives allowed).
+        data: ``(M, H, W)`` real frames as stored (any real dtype; NaN/negatives allowed): an
+            array, or a :class:`~ptycho_k3.data.lazy.LazyFrames` read on demand (then the
+            prepared scan's frames stay on demand).
         data_key: the dataset/key the frames came from.
         positions: float64 ``(M, 2)`` ``[x, y]`` (x = column, y = row) in ``positions_unit``.
         positions_key: where the positions came from.
-        mask: valid-pixel mask ``(H, W)`` or ``(M, H, W)`` (nonzero = valid) or None.
+        mask: valid-pixel mask ``(H, W)`` or ``(M, H, W)`` (nonzero = valid; the stack may be
+            lazy) or None.
         probe: complex ``(H, W)`` on the object grid of the raw frames, or None.
         kind, dc, positions_unit: the file's (or format's) values; options override them.
         object_pixel_m: the object pixel size the file states (metres) or None.
