@@ -166,9 +166,11 @@ def test_views_compose_and_read_nothing(tmp_path: Path) -> None:
 
 
 def test_memory_map_pages_are_released(tmp_path: Path, monkeypatch) -> None:
-    """Past ``RELEASE_BYTES`` read, the map's pages are handed back; reads go on unchanged."""
+    """A strided view (Fortran order) is read through the map: past ``RELEASE_BYTES`` read, its
+    pages are handed back; reads go on unchanged."""
     monkeypatch.setattr(lazy, "RELEASE_BYTES", FRAMES[0].nbytes * 3)
-    a = _stacks(tmp_path)["npy"]
+    a = _stacks(tmp_path)["npz_fortran"]
+    assert not a._pread
     calls = []
     real = a.release
     monkeypatch.setattr(a, "release", lambda: (calls.append(1), real()))
@@ -176,6 +178,37 @@ def test_memory_map_pages_are_released(tmp_path: Path, monkeypatch) -> None:
         np.testing.assert_array_equal(a[i], FRAMES[i])
     assert len(calls) == 3
     np.testing.assert_array_equal(a[[9, 1]], FRAMES[[9, 1]])
+
+
+def _rss_file_kib() -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("RssFile:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def test_contiguous_rows_are_read_from_the_file_not_the_map(tmp_path: Path) -> None:
+    """C-layout rows (also after squeezing a trailing axis or taking a leading index) are read
+    with ``preadv``: scattered rows of a 32 MiB member add (almost) nothing file-backed to the
+    resident set, where reading them through the map would map the pages around each row."""
+    big = np.random.default_rng(1).random((2048, 64, 64), dtype=np.float32)
+    path = _npz(tmp_path / "big.npz", first=np.arange(10.0), diff3d=big, tike=big[None],
+                squeeze=big[..., None])
+    a = lazy.open_npz_member(path, "diff3d")
+    tike = lazy.open_npz_member(path, "tike").with_view(lambda v: v[0])
+    squeeze = lazy.open_npz_member(path, "squeeze").with_view(lambda v: v[..., 0])
+    assert a._pread and tike._pread and squeeze._pread
+    rows = np.arange(5, 2048, 8)[::-1]
+    before = _rss_file_kib()
+    for stack in (a, tike, squeeze):
+        np.testing.assert_array_equal(stack[rows], big[rows])
+        np.testing.assert_array_equal(stack[100:103], big[100:103])
+    after = _rss_file_kib()
+    if before is not None and after is not None:
+        assert after - before < 8 * 1024, (before, after)
 
 
 # --------------------------------------------------------------------------------------------
