@@ -17,7 +17,7 @@ TRAIN_SHAPES = (
 #: Worker measures in run order (each one worker process per backend).
 MEASURES = (
     "train_N64_gs1", "train_N64_gs2", "train_N128_gs1", "train_N64_gs1_bf16",
-    "infer", "scaling", "gflops", "quality", "distribute",
+    "infer", "scaling", "train_rss", "gflops", "quality", "distribute",
     "cli", "refine",
 )
 
@@ -57,6 +57,8 @@ class Settings:
         refine_speed_repeats: timed repeats of the speed run (median reported).
         refine_pinn_groups, refine_pinn_epochs: training budget of the PINN that gives the
             PINN start (full mode: ``make demo``'s 512 groups, half its 10 epochs).
+        train_rss_patterns: scan sizes of the training-memory measure (``train_rss``).
+        train_rss_steps: training steps of each of its cases (2 epochs of half as many).
     """
 
     quick: bool
@@ -78,6 +80,8 @@ class Settings:
     refine_speed_repeats: int
     refine_pinn_groups: int
     refine_pinn_epochs: int
+    train_rss_patterns: tuple[int, ...]
+    train_rss_steps: int
 
 
 QUICK = Settings(
@@ -86,7 +90,7 @@ QUICK = Settings(
     quality_test_patterns=192, gflops_repeats=5, cli_repeats=1,
     refine_positions=1000, refine_iterations=15, refine_peer_iterations=15,
     refine_speed_iterations=6, refine_speed_repeats=2, refine_pinn_groups=256,
-    refine_pinn_epochs=2,
+    refine_pinn_epochs=2, train_rss_patterns=(1000, 4000), train_rss_steps=20,
 )
 
 FULL = Settings(
@@ -95,7 +99,7 @@ FULL = Settings(
     quality_epochs=10, quality_test_patterns=1024, gflops_repeats=5, cli_repeats=3,
     refine_positions=1000, refine_iterations=50, refine_peer_iterations=100,
     refine_speed_iterations=12, refine_speed_repeats=3, refine_pinn_groups=512,
-    refine_pinn_epochs=5,
+    refine_pinn_epochs=5, train_rss_patterns=(1000, 16000, 64000), train_rss_steps=100,
 )
 
 

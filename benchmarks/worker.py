@@ -20,7 +20,7 @@ from benchmarks.plan import WORKER_MEASURES, settings
 def measure(name: str, quick: bool, backend: str) -> list[Record]:
     """Dispatch ``name`` to its measure module."""
     s = settings(quick)
-    if name.startswith("train_"):
+    if name.startswith("train_") and name != "train_rss":
         from benchmarks.measures import train
 
         return train.run(s, backend, name.removeprefix("train_"))

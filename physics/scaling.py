@@ -29,12 +29,16 @@ def pattern_energies(amplitudes, rows=None, chunk: int = 1024) -> np.ndarray:
 
     Args:
         amplitudes: real amplitudes; all leading axes count as patterns (any real dtype: uint16
-            counts cannot overflow since the squares are float64).
+            counts cannot overflow since the squares are float64). A 3-D array-like that is not
+            an array (a stack read on demand) is only indexed by rows, a chunk at a time.
         rows: optional indices of the (flattened) patterns to measure, in that order.
         chunk: patterns squared at a time, so float64 squares never exist for the whole stack.
     """
-    x = np.asarray(amplitudes)
-    flat = x.reshape(-1, x.shape[-2], x.shape[-1])
+    # A stack of patterns that is read on demand (rows indexed, any 3-D array-like with a
+    # ``shape``) is read chunk by chunk, never converted whole.
+    is_stack = len(getattr(amplitudes, "shape", ())) == 3 and hasattr(amplitudes, "__getitem__")
+    x = amplitudes if is_stack else np.asarray(amplitudes)
+    flat = x if is_stack else x.reshape(-1, x.shape[-2], x.shape[-1])
     picks = None if rows is None else np.asarray(rows).reshape(-1)
     count = flat.shape[0] if picks is None else picks.shape[0]
     out = np.empty(count, dtype=np.float64)

@@ -1,9 +1,10 @@
 """Inference: group a scan, predict in batches, stitch while predicting.
 
-Beyond the scan itself, memory is one batch plus the stitched canvas and per-group coordinates:
-each batch is gathered from the scan and normalised (:class:`ptycho_k3.data.GroupedDiffraction`),
-scaled, predicted, splatted onto the canvas (:class:`ptycho_k3.stitch.StreamingStitcher`) and,
-unless ``keep_patches``, dropped.
+Beyond the scan itself (whose frames are read on demand where the file allows it,
+docs/conventions.md §22), memory is one batch plus the stitched canvas and per-group
+coordinates: each batch is gathered from the scan and normalised
+(:class:`ptycho_k3.data.GroupedDiffraction`), scaled, predicted, splatted onto the canvas
+(:class:`ptycho_k3.stitch.StreamingStitcher`) and, unless ``keep_patches``, dropped.
 """
 
 from __future__ import annotations

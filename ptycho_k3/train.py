@@ -84,10 +84,19 @@ class TrainResult:
     checkpoint_seconds: list[float] = field(default_factory=list)
 
 
-def model_inputs(grouped: GroupedData, input_scale: float) -> tuple[np.ndarray, np.ndarray]:
-    """``(s * X (B, N, N, C) float32, relative offsets (B, 1, 2, C) float32)``."""
-    x = (grouped.diffraction * np.float32(input_scale)).astype(np.float32, copy=False)
-    return x, grouped.coords_relative.astype(np.float32)
+def model_inputs(grouped: GroupedData, input_scale: float, groups: np.ndarray | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """``(s * X (b, N, N, C) float32, relative offsets (b, 1, 2, C) float32)`` of the groups
+    ``groups`` (int ``(b,)``; default all ``B``).
+
+    The diffraction of exactly those groups is gathered from ``grouped.diffraction`` (a
+    :class:`~ptycho_k3.data.GroupedDiffraction` reads them from the scan on demand) and
+    multiplied by ``input_scale`` in float32: one batch costs one batch of memory, and the
+    values equal those of the whole array scaled at once, element for element.
+    """
+    sel = slice(None) if groups is None else np.asarray(groups)
+    x = np.multiply(grouped.diffraction[sel], np.float32(input_scale), dtype=np.float32)
+    return x, grouped.coords_relative[sel].astype(np.float32)
 
 
 def label_targets(grouped: GroupedData) -> dict[str, np.ndarray]:
@@ -103,19 +112,68 @@ def label_targets(grouped: GroupedData) -> dict[str, np.ndarray]:
     }
 
 
+class GroupFeed:
+    """The model's inputs and targets of the groups asked for, gathered per batch.
+
+    ``feed[idx]`` (int ``(b,)``) is ``((s X, offsets), targets)`` of those groups: the
+    diffraction is gathered and scaled by :func:`model_inputs` (from the scan, when grouped
+    lazily); the PINN's ``amplitude`` target is the same array as the input (one gather); the
+    ``valid`` mask (docs/conventions.md §22) is gathered for the same groups. Labels
+    (``label_amp``, ``label_phase``: supervised or real-space terms) are held whole, built once
+    from the grouped ground truth (:func:`label_targets`).
+
+    Args:
+        grouped: the groups (lazy or not).
+        input_scale: ``s``.
+        amplitude: give the ``amplitude`` target (PINN).
+        labels: the label arrays ``(B, N, N, C)`` by target name (may be empty).
+    """
+
+    def __init__(self, grouped: GroupedData, input_scale: float, *, amplitude: bool,
+                 labels: dict[str, np.ndarray] | None = None):
+        self.grouped = grouped
+        self.input_scale = float(input_scale)
+        self.amplitude = amplitude
+        self.labels = dict(labels or {})
+
+    def __len__(self) -> int:
+        return self.grouped.n_groups
+
+    def __getitem__(self, idx: np.ndarray) -> tuple[tuple[np.ndarray, np.ndarray],
+                                                     dict[str, np.ndarray]]:
+        idx = np.asarray(idx)
+        x, offsets = model_inputs(self.grouped, self.input_scale, idx)
+        targets: dict[str, np.ndarray] = {}
+        if self.amplitude:
+            targets["amplitude"] = x
+            valid = self.grouped.valid
+            if valid is not None:
+                targets["valid"] = valid[idx]
+            elif hasattr(self.grouped.diffraction, "valid_groups"):
+                v = self.grouped.diffraction.valid_groups(idx)
+                if v is not None:
+                    targets["valid"] = v  # invalid detector pixels leave the loss
+        targets.update({k: v[idx] for k, v in self.labels.items()})
+        return (x, offsets), targets
+
+
 class GroupBatches(keras.utils.PyDataset):
     """Batches of groups; with ``seed`` the order of epoch ``e`` is a permutation drawn from
     ``(seed, e)`` alone, so a resumed run (:mod:`ptycho_k3.checkpoint`) sees the same batches
     as one that never stopped.
 
-    Only the current batch is converted to backend tensors, so device memory does not grow with
-    the dataset. Inputs are ``(s X, offsets)``; targets a dict (see :class:`PtychoModel`).
+    Only the current batch is gathered (from the scan, for lazily grouped data) and converted
+    to backend tensors, so neither host nor device memory grows with the dataset. ``source`` is
+    a :class:`GroupFeed` (``source[idx] -> (inputs, targets)``); the older form
+    ``(inputs, targets)`` with arrays indexed by group is accepted too. Inputs are
+    ``(s X, offsets)``; targets a dict (see :class:`PtychoModel`).
     ``shards``: under ``--distribute`` a batch is this process's part of the global batch, the
     last one cut to a multiple of the devices (:class:`ptycho_k3.distribute.ShardPlan`).
     """
 
-    def __init__(self, inputs: tuple[np.ndarray, np.ndarray], targets: dict[str, np.ndarray],
-                 indices: np.ndarray, batch_size: int, seed: int | None, epoch: int = 0,
+    def __init__(self, inputs: GroupFeed | tuple[np.ndarray, ...],
+                 targets: dict[str, np.ndarray] | None, indices: np.ndarray, batch_size: int,
+                 seed: int | None, epoch: int = 0,
                  shards: distribute.ShardPlan = distribute.NO_DISTRIBUTION):
         super().__init__()
         self.shards = shards
@@ -136,8 +194,10 @@ class GroupBatches(keras.utils.PyDataset):
 
     def __getitem__(self, i: int):
         idx = self.shards.local_batch(self._order, i, self.batch_size)
+        if isinstance(self.inputs, GroupFeed):
+            return self.inputs[idx]
         x = tuple(a[idx] for a in self.inputs)
-        y = {k: v[idx] for k, v in self.targets.items()}
+        y = {k: v[idx] for k, v in (self.targets or {}).items()}
         return x, y
 
     def on_epoch_end(self) -> None:
@@ -223,7 +283,7 @@ def prepare(config: TrainingConfig, train_data: ScanData) -> PreparedData:
         enable_oversampling=config.enable_oversampling,
         neighbor_pool_size=config.neighbor_pool_size, n_subsample=config.n_subsample,
         subsample_seed=config.subsample_seed, with_patches=spec.needs_labels,
-        canvas_size=mcfg.canvas_size,
+        canvas_size=mcfg.canvas_size, lazy=True,  # batches are gathered when trained on
     )
     try:
         tr_idx, va_idx = split_groups(grouped.n_groups, config.validation_fraction, config.seed)
@@ -263,12 +323,9 @@ def train(config: TrainingConfig, train_data: ScanData, *, test_data: ScanData |
     mcfg, spec = config.model, config.loss
     grouped, input_scale = prepared.grouped, prepared.input_scale
     tr_idx, va_idx = prepared.train_indices, prepared.val_indices
-    inputs = model_inputs(grouped, input_scale)
-    targets = {"amplitude": inputs[0]} if spec.model_type == "pinn" else {}
-    if spec.model_type == "pinn" and grouped.valid is not None:
-        targets["valid"] = grouped.valid  # invalid detector pixels leave the loss
-    if spec.needs_labels:
-        targets.update(label_targets(grouped))
+    # Batches are gathered from the (lazily grouped) scan one at a time; labels stay whole.
+    feed = GroupFeed(grouped, input_scale, amplitude=spec.model_type == "pinn",
+                     labels=label_targets(grouped) if spec.needs_labels else None)
 
     plan = distribute.setup(config.distribute)  # --distribute: devices, processes, the scope
     plan.check_batch_size(config.batch_size)
@@ -279,9 +336,9 @@ def train(config: TrainingConfig, train_data: ScanData, *, test_data: ScanData |
         models.training.compile(optimizer=keras.optimizers.Adam(learning_rate=config.learning_rate))
     first_epoch = 0 if resume is None else resume.epoch
     previous = {} if resume is None else resume.state.get("history", {})
-    train_batches = GroupBatches(inputs, targets, tr_idx, config.batch_size, config.seed,
+    train_batches = GroupBatches(feed, None, tr_idx, config.batch_size, config.seed,
                                  epoch=first_epoch, shards=plan)
-    val_batches = GroupBatches(inputs, targets, va_idx, config.batch_size, None, shards=plan)
+    val_batches = GroupBatches(feed, None, va_idx, config.batch_size, None, shards=plan)
     recorder = _EpochRecorder()
     schedule = [
         keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=config.lr_factor,

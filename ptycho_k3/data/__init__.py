@@ -1,4 +1,5 @@
-"""Scan data: NPZ contract, grouping, normalisation, simulation, ptychodus interop.
+"""Scan data: NPZ contract, frames read on demand (:mod:`.lazy`), grouping, normalisation,
+simulation, ptychodus interop.
 
 Importing this package does not import Keras; functions that need the physics core
 (ground-truth patch cutting, simulation) import it when called. Simulation and ptychodus names are

@@ -23,11 +23,13 @@ object pixel is ``lambda z / (N dp)`` with ``lambda = h c / E``. Nothing here im
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
 
 from .errors import DataError
+from .lazy import open_hdf5
 from .measured import HC_JM, RawScan
 
 _DATA_KEYS = ("entry_1/data_1/data", "entry_1/instrument_1/detector_1/data")
@@ -50,8 +52,13 @@ def _scalar(f: Any, key: str, name: str, what: str) -> float:
     return float(value[0])
 
 
-def read_cxi(f: Any, name: str) -> RawScan:
-    """A :class:`RawScan` from an open h5py file in the CXI layout; errors name the dataset."""
+def read_cxi(f: Any, name: str, path: str | os.PathLike | None = None) -> RawScan:
+    """A :class:`RawScan` from an open h5py file in the CXI layout; errors name the dataset.
+
+    With ``path`` (the file ``f`` was opened from) the frames are read on demand
+    (:class:`~ptycho_k3.data.lazy.HDF5Frames`, which opens the file again); without it (an
+    in-memory file, e.g. decompressed ``.bz2``) they are read whole.
+    """
     data_key = next((k for k in _DATA_KEYS if k in f), None)
     if data_key is None:
         raise DataError(f"{name}: missing dataset '{_DATA_KEYS[0]}': the diffraction frames "
@@ -60,7 +67,7 @@ def read_cxi(f: Any, name: str) -> RawScan:
     if ds.ndim != 3 or ds.dtype.kind not in "iuf":
         raise DataError(f"{name}: dataset '{data_key}' has shape {ds.shape} and dtype "
                         f"{ds.dtype}; expected real frames (M, H, W)")
-    data = np.asarray(ds[()])
+    data = open_hdf5(path, data_key) if path is not None else np.asarray(ds[()])
     m, h, w = data.shape
     if TRANSLATION not in f:
         raise DataError(f"{name}: missing dataset '{TRANSLATION}': scan positions (M, 3) in "

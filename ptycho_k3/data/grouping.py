@@ -40,7 +40,8 @@ class GroupedDiffraction:
     uses it so that memory beyond the scan itself does not grow with the number of groups.
 
     Args:
-        source: raw amplitudes ``(M, N, N)`` (any real dtype; not copied).
+        source: raw amplitudes ``(M, N, N)`` (any real dtype; not copied): an array or a lazy
+            stack (:mod:`ptycho_k3.data.lazy`), read only for the groups asked for.
         rows: int ``(B, C)`` rows of ``source`` per group.
         factor: the normalisation factor multiplied in.
         valid: the scan's valid-pixel mask (``ScanData.valid``: ``(N, N)``, ``(M, N, N)`` or
@@ -73,6 +74,19 @@ class GroupedDiffraction:
         if picked.ndim == 1:  # a single group
             return self._gather(picked[None])[0]
         return self._gather(picked)
+
+    def valid_groups(self, key: Any) -> np.ndarray | None:
+        """float32 ``(b, N, N, C)`` 1 where a pixel of the groups ``key`` counts, 0 where it is
+        invalid (``GroupedData.valid`` of those groups), or None when every pixel is valid."""
+        if self.valid is None:
+            return None
+        picked = np.atleast_2d(self.rows[key])
+        n = self.shape[1]
+        out = np.empty((picked.shape[0], n, n, picked.shape[1]), dtype=np.float32)
+        for c in range(picked.shape[1]):
+            v = self.valid if self.valid.ndim == 2 else np.asarray(self.valid[picked[:, c]])
+            out[..., c] = np.broadcast_to(v, out[..., c].shape)
+        return out[0] if np.ndim(self.rows[key]) == 1 else out
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         if copy is False:
@@ -111,7 +125,8 @@ class GroupedData:
         gridsize: gs. subsample_indices: rows kept by ``n_subsample`` (sorted) or None.
         metadata: the scan's metadata dict.
         valid: float32 ``(B, N, N, C)`` 1 where a detector pixel counts, 0 where it is invalid
-            (docs/conventions.md §22); None when every pixel is valid or when grouped lazily.
+            (docs/conventions.md §22); None when every pixel is valid or when grouped lazily
+            (then :meth:`GroupedDiffraction.valid_groups` gives it per batch).
     """
 
     diffraction: np.ndarray | GroupedDiffraction

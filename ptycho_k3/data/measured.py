@@ -22,6 +22,11 @@ Every reader (project NPZ, tike NPZ, CXI, ptychodus product) hands a :class:`Raw
 7. no probe in the file: one from the data, ``IFFT(sqrt(mean counts))`` inside a disc support,
    scaled so that ``sum |P|^2`` = the mean counts per pattern (logged as such).
 
+Steps 1 and 3-5 work frame by frame (:class:`_Conversion`): the statistics they need are taken
+in one chunked pass over the frames (two with ``dc`` ``auto``), and frames read on demand
+(:mod:`ptycho_k3.data.lazy`) are converted per batch read instead of all at once
+(docs/conventions.md §22, streaming).
+
 The record of every decision is ``ScanData.reading``. Nothing here imports Keras.
 """
 
@@ -37,6 +42,7 @@ import numpy as np
 from ptycho_k3.config import SUPPORTED_N, option
 
 from .errors import DataError
+from .lazy import ConvertedFrames, LazyFrames, chunk_rows, is_lazy, iter_chunks
 
 log = logging.getLogger(__name__)
 
@@ -114,11 +120,14 @@ class RawScan:
 
     Attributes:
         source: the file name (every error message starts with it).
-        data: ``(M, H, W)`` real frames as stored (any real dtype; NaN/negatives allowed).
+        data: ``(M, H, W)`` real frames as stored (any real dtype; NaN/negatives allowed): an
+            array, or a :class:`~ptycho_k3.data.lazy.LazyFrames` read on demand (then the
+            prepared scan's frames stay on demand).
         data_key: the dataset/key the frames came from.
         positions: float64 ``(M, 2)`` ``[x, y]`` (x = column, y = row) in ``positions_unit``.
         positions_key: where the positions came from.
-        mask: valid-pixel mask ``(H, W)`` or ``(M, H, W)`` (nonzero = valid) or None.
+        mask: valid-pixel mask ``(H, W)`` or ``(M, H, W)`` (nonzero = valid; the stack may be
+            lazy) or None.
         probe: complex ``(H, W)`` on the object grid of the raw frames, or None.
         kind, dc, positions_unit: the file's (or format's) values; options override them.
         object_pixel_m: the object pixel size the file states (metres) or None.
@@ -172,42 +181,94 @@ def _choice(option: Any, metadata: dict[str, Any], key: str, default: Any,
 # the steps
 
 
-def valid_pixels(raw: RawScan, saturation: float | None) -> tuple[np.ndarray, dict[str, int]]:
-    """bool ``(M, H, W)`` valid pixels and the count of each reason for invalidity."""
-    data = raw.data
-    m, h, w = data.shape
-    valid = np.ones(data.shape, dtype=bool)
+def _checked_mask(raw: RawScan) -> Any:
+    """The file's mask as the conversion uses it: None, bool ``(H, W)`` (nonzero = valid), or
+    the ``(M, H, W)`` stack as stored (an array or a lazy stack; compared with 0 per block).
+
+    Raises:
+        DataError: a mask of the wrong shape or dtype.
+    """
+    if raw.mask is None:
+        return None
+    m, h, w = raw.data.shape
+    mk = raw.mask if is_lazy(raw.mask) else np.asarray(raw.mask)
+    if tuple(mk.shape) not in ((h, w), (m, h, w)):
+        raise _fail(raw, raw.mask_key, f"has shape {tuple(mk.shape)}; expected ({h}, {w}) or "
+                                       f"({m}, {h}, {w}) like the frames in '{raw.data_key}'")
+    if np.dtype(mk.dtype).kind not in "biuf":
+        raise _fail(raw, raw.mask_key, f"has dtype {mk.dtype}; expected a numeric or boolean "
+                                       "mask (nonzero = valid)")
+    return np.asarray(mk) != 0 if mk.ndim == 2 else mk
+
+
+def _as_float32(block: np.ndarray) -> np.ndarray:
+    """Floats wider than float32 as float32 (beyond its range: inf, an invalid pixel); other
+    dtypes as they are (integers become float32 after masking, exactly up to 2^24)."""
+    if block.dtype.kind == "f" and block.dtype.itemsize > 4:
+        with np.errstate(over="ignore"):
+            return block.astype(np.float32)
+    return block
+
+
+def _block_validity(x: np.ndarray, mask: np.ndarray | None, saturation: float | None
+                    ) -> tuple[np.ndarray, dict[str, int]]:
+    """bool valid pixels of the frames ``x`` ``(k, H, W)`` and the count of each reason.
+
+    ``mask``: bool ``(H, W)`` or ``(k, H, W)`` (True = valid) or None.
+    """
+    valid = np.ones(x.shape, dtype=bool)
     counts: dict[str, int] = {}
-    if raw.mask is not None:
-        mk = np.asarray(raw.mask)
-        if mk.shape not in ((h, w), (m, h, w)):
-            raise _fail(raw, raw.mask_key, f"has shape {mk.shape}; expected ({h}, {w}) or "
-                                           f"({m}, {h}, {w}) like the frames in '{raw.data_key}'")
-        if mk.dtype.kind not in "biuf":
-            raise _fail(raw, raw.mask_key, f"has dtype {mk.dtype}; expected a numeric or boolean "
-                                           "mask (nonzero = valid)")
-        mk = np.broadcast_to(mk != 0, data.shape)
+    if mask is not None:
+        mk = np.broadcast_to(mask, x.shape)
         counts["masked"] = int(np.count_nonzero(~mk))
         valid &= mk
-    if data.dtype.kind == "f":
-        finite = np.isfinite(data)
+    if x.dtype.kind == "f":
+        finite = np.isfinite(x)
         counts["non_finite"] = int(np.count_nonzero(~finite))
         valid &= finite
     with np.errstate(invalid="ignore"):
-        negative = data < 0
+        negative = x < 0
         counts["negative"] = int(np.count_nonzero(negative))
         valid &= ~negative
         if saturation is not None:
-            saturated = data >= saturation
+            saturated = x >= saturation
             counts["saturated"] = int(np.count_nonzero(saturated))
             valid &= ~saturated
+    return valid, counts
+
+
+def _add_counts(total: dict[str, int], more: dict[str, int]) -> None:
+    for k, v in more.items():
+        total[k] = total.get(k, 0) + v
+
+
+def _mask_rows(mask: Any, rows: np.ndarray) -> np.ndarray | None:
+    """The mask of the raw rows ``rows``: the 2-D mask itself, or bool rows of a stack."""
+    if mask is None or mask.ndim == 2:
+        return mask
+    return np.asarray(mask[rows]) != 0
+
+
+def valid_pixels(raw: RawScan, saturation: float | None) -> tuple[np.ndarray, dict[str, int]]:
+    """bool ``(M, H, W)`` valid pixels and the count of each reason for invalidity.
+
+    Frames are read in chunks; floats wider than float32 are judged as float32 (what is stored).
+    """
+    mask = _checked_mask(raw)
+    valid = np.empty(raw.data.shape, dtype=bool)
+    counts: dict[str, int] = {}
+    for lo, block in iter_chunks(raw.data):
+        rows = np.arange(lo, lo + block.shape[0], dtype=np.int64)
+        v, why = _block_validity(_as_float32(block), _mask_rows(mask, rows), saturation)
+        valid[lo : lo + block.shape[0]] = v
+        _add_counts(counts, why)
     return valid, counts
 
 
 def looks_like(data: np.ndarray, valid: np.ndarray) -> str | None:
     """``counts`` when the valid values are integers with some > 1, ``amplitude`` when most are
     not integers, else None (cannot tell). Looks at up to 64 frames."""
-    sample = data[:64][valid[:64]].astype(np.float64)
+    sample = np.asarray(data[:64])[np.asarray(valid[:64])].astype(np.float64)
     if sample.size == 0:
         return None
     integer = np.mod(sample, 1.0) == 0
@@ -228,18 +289,45 @@ def decide_dc(mean_pattern: np.ndarray) -> str:
     return "corner" if corner > centre else "centre"
 
 
-def _mean_pattern(counts: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """float64 ``(H, W)`` mean of the valid values per pixel (0 where never valid)."""
-    total = np.zeros(counts.shape[1:], np.float64)
-    n = np.zeros(counts.shape[1:], np.float64)
-    for lo in range(0, counts.shape[0], 256):
-        v = valid[lo : lo + 256]
-        total += np.where(v, counts[lo : lo + 256], 0.0).sum(axis=0)
-        n += v.sum(axis=0)
-    return np.divide(total, n, out=np.zeros_like(total), where=n > 0)
+class _PatternMean:
+    """Accumulates the per-pixel mean of valid values, 256 patterns at a time (float64 sums),
+    so any split of the stack into blocks of a multiple of 256 gives the same sums."""
+
+    def __init__(self, shape: tuple[int, int]):
+        self.total = np.zeros(shape, np.float64)
+        self.n = np.zeros(shape, np.float64)
+
+    def add(self, values: np.ndarray, valid: np.ndarray) -> None:
+        """``values`` ``(k, H, W)``; ``valid`` bool ``(k, H, W)`` or ``(H, W)``."""
+        for lo in range(0, values.shape[0], 256):
+            x = values[lo : lo + 256]
+            v = valid[lo : lo + 256] if valid.ndim == 3 else np.broadcast_to(valid, x.shape)
+            self.total += np.where(v, x, 0.0).sum(axis=0)
+            self.n += v.sum(axis=0)
+
+    def mean(self) -> np.ndarray:
+        """float64 ``(H, W)``: the mean of the valid values per pixel (0 where never valid)."""
+        return np.divide(self.total, self.n, out=np.zeros_like(self.total), where=self.n > 0)
 
 
-def neutral_fill(amplitudes: np.ndarray, valid: np.ndarray | None) -> np.ndarray | None:
+def _pass_rows(shape: tuple[int, ...]) -> int:
+    """Rows per chunk of a pass over frames of ``shape`` (float32 working copies)."""
+    return chunk_rows(tuple(int(s) for s in shape), 4)
+
+
+def _mean_pattern(counts: Any, valid: Any) -> np.ndarray:
+    """float64 ``(H, W)`` mean of the valid values per pixel (0 where never valid).
+
+    ``counts`` ``(M, H, W)`` and ``valid`` (``(H, W)`` or ``(M, H, W)``) may be arrays or lazy
+    stacks; they are read in chunks."""
+    acc = _PatternMean(tuple(counts.shape[1:]))
+    for lo, block in iter_chunks(counts, _pass_rows(counts.shape)):
+        v = valid if valid.ndim == 2 else np.asarray(valid[lo : lo + block.shape[0]])
+        acc.add(block, v)
+    return acc.mean()
+
+
+def neutral_fill(amplitudes: Any, valid: Any) -> np.ndarray | None:
     """float32 ``(N, N)`` values shown to the network at invalid pixels, or None if all valid.
 
     The mean amplitude of the pixel over the patterns where it is valid; for a pixel never valid
@@ -247,14 +335,17 @@ def neutral_fill(amplitudes: np.ndarray, valid: np.ndarray | None) -> np.ndarray
     centre (rounded to whole pixels); a distance with no valid pixel at all (the rings under a
     central beam stop) takes the value interpolated between the nearest distances that have
     one (the innermost one's value inside it). A masked pixel then looks like a typical pattern
-    instead of a dark hole.
+    instead of a dark hole. ``amplitudes`` ``(M, N, N)`` and ``valid`` (``(N, N)`` or
+    ``(M, N, N)``) may be lazy stacks (read in chunks).
     """
     if valid is None:
         return None
     n = amplitudes.shape[-1]
-    v = np.broadcast_to(valid, amplitudes.shape)
-    mean = _mean_pattern(amplitudes, v)
-    seen = v.any(axis=0)
+    acc = _PatternMean(tuple(amplitudes.shape[1:]))
+    for lo, block in iter_chunks(amplitudes, _pass_rows(amplitudes.shape)):
+        acc.add(block, valid if valid.ndim == 2 else np.asarray(valid[lo : lo + block.shape[0]]))
+    mean = acc.mean()
+    seen = acc.n > 0
     if not seen.all():
         yy, xx = np.mgrid[0:n, 0:n] - n / 2
         ring = np.rint(np.hypot(xx, yy)).astype(np.int64)
@@ -321,8 +412,147 @@ def probe_from_data(mean_counts: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _Conversion:
+    """Steps 1 and 3-5 of the module docstring for any block of raw frames.
+
+    Every step works frame by frame, so the same function serves a chunked pass over the whole
+    stack and a lazy stack converted batch by batch (:class:`~ptycho_k3.data.lazy.ConvertedFrames`);
+    a frame comes out the same whichever rows are read with it.
+
+    Attributes:
+        mask: None, bool ``(H, W)`` (True = valid) or the file's ``(M, H, W)`` mask stack.
+        saturation: values at or above it are invalid (file units), or None.
+        shift: the frames are ``fftshift``-ed (zero frequency in the corner).
+        crop: centre-crop side, or None. binning: ``K``, or None.
+        counts: the frames hold counts (else amplitudes).
+    """
+
+    mask: Any
+    saturation: float | None
+    shift: bool
+    crop: int | None
+    binning: int | None
+    counts: bool
+
+    @property
+    def as_counts(self) -> bool:
+        """True when the converted frames (before the square root) are counts."""
+        return self.counts or self.binning is not None
+
+    def counts_of(self, frames: np.ndarray) -> np.ndarray:
+        """The counts of converted frames (amplitudes are squared)."""
+        return frames if self.as_counts else np.square(frames)
+
+    def frames(self, block: np.ndarray, rows: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, int], np.ndarray]:
+        """``(frames, valid, raw_valid, reasons, raw)`` of the raw ``block`` ``(k, H, W)``
+        holding the rows ``rows``.
+
+        ``frames``: float32 ``(k, N, N)`` in their own kind (counts after binning), 0 where
+        invalid; ``valid``: bool ``(k, N, N)``; ``raw_valid``: bool ``(k, H, W)`` before the
+        shift and reduction; ``reasons``: counts of invalid raw pixels per reason; ``raw``: the
+        block as judged (floats as float32). The frames stay in their own kind through shift and
+        crop (a clean amplitude file comes back bit for bit); binning sums counts, so
+        amplitudes are squared first. float32 holds integer counts exactly up to 2^24.
+        """
+        x = _as_float32(block)
+        valid, why = _block_validity(x, _mask_rows(self.mask, rows), self.saturation)
+        raw_valid = valid
+        frames = np.where(valid, x, 0).astype(np.float32, copy=False)
+        if self.shift:
+            frames = np.fft.fftshift(frames, axes=(-2, -1))
+            valid = np.fft.fftshift(valid, axes=(-2, -1))
+        if self.crop is not None:
+            frames, valid = centre_crop(frames, self.crop), centre_crop(valid, self.crop)
+        if self.binning is not None:
+            k = self.binning
+            frames = bin_frames(frames if self.counts else np.square(frames), k)
+            valid = bin_frames(valid.astype(np.int32), k) == k * k
+            frames = np.where(valid, frames, 0.0)
+        return frames, valid, raw_valid, why, x
+
+    def amplitude(self, block: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """float32 ``(k, N, N)`` stored amplitudes of the raw ``block`` (0 at invalid pixels)."""
+        frames = self.frames(block, rows)[0]
+        return np.ascontiguousarray(np.sqrt(frames) if self.as_counts else frames,
+                                    dtype=np.float32)
+
+    def valid(self, block: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """bool ``(k, N, N)`` valid pixels of the raw ``block``."""
+        return np.ascontiguousarray(self.frames(block, rows)[1])
+
+    def changes(self, dtype: np.dtype) -> bool:
+        """Whether frames of ``dtype`` with every pixel valid come out changed."""
+        return (np.dtype(dtype) != np.float32 or self.as_counts or self.shift
+                or self.crop is not None)
+
+
+@dataclass
+class _FrameStats:
+    """What one chunked pass over the frames finds (:func:`_scan_frames`)."""
+
+    reasons: dict[str, int] = field(default_factory=dict)
+    n_invalid: int = 0
+    raw_empty: list[int] = field(default_factory=list)
+    empty: list[int] = field(default_factory=list)
+    all_valid: bool = True
+    per_pattern: bool = False
+    first_valid: np.ndarray | None = None
+    sums: np.ndarray | None = None
+    mean: _PatternMean | None = None
+
+
+def _scan_frames(data: Any, conv: _Conversion, n: int, *, sums: bool, mean: bool,
+                 out: np.ndarray | None, valid_out: np.ndarray | None) -> _FrameStats:
+    """One pass over ``data`` in chunks (16 MiB of float32 frames each): the invalid-pixel
+    counts, the patterns without a valid pixel (before and after the reduction), whether the
+    valid pixels are the same in every pattern, the counts per pattern (``sums``, float32
+    ``(M,)``) and the mean counts pattern (``mean``); with ``out``/``valid_out`` also the
+    converted amplitudes and valid pixels of every pattern (an in-memory scan)."""
+    m = data.shape[0]
+    st = _FrameStats(sums=np.empty(m, np.float32) if sums else None,
+                     mean=_PatternMean((n, n)) if mean else None)
+    for lo, block in iter_chunks(data, _pass_rows(data.shape)):
+        k = block.shape[0]
+        rows = np.arange(lo, lo + k, dtype=np.int64)
+        frames, valid, raw_valid, why, _ = conv.frames(block, rows)
+        _add_counts(st.reasons, why)
+        st.n_invalid += int(raw_valid.size - np.count_nonzero(raw_valid))
+        st.raw_empty += (lo + np.flatnonzero(~raw_valid.reshape(k, -1).any(axis=1))).tolist()
+        st.empty += (lo + np.flatnonzero(~valid.reshape(k, -1).any(axis=1))).tolist()
+        if st.first_valid is None:
+            st.first_valid = np.array(valid[0])
+        st.all_valid = st.all_valid and bool(valid.all())
+        st.per_pattern = st.per_pattern or not bool(np.all(valid == st.first_valid))
+        if sums or mean:
+            counts = conv.counts_of(frames)
+            if st.sums is not None:
+                st.sums[lo : lo + k] = np.sum(counts, axis=(-2, -1))
+            if st.mean is not None:
+                st.mean.add(counts, valid)
+        if out is not None:
+            out[lo : lo + k] = np.sqrt(frames) if conv.as_counts else frames
+        if valid_out is not None:
+            valid_out[lo : lo + k] = valid
+    if isinstance(data, LazyFrames):
+        data.release()
+    return st
+
+
 def prepare(raw: RawScan, options: MeasuredOptions | None = None):
     """Apply the steps of the module docstring; returns a :class:`ScanData`.
+
+    The frames are read in chunks (16 MiB of float32 frames at a time) for the statistics the
+    steps need (invalid pixels, patterns without a valid pixel, counts per pattern, mean
+    pattern). Frames in memory are converted in the same pass into one array. Frames read on
+    demand (``raw.data`` a :class:`~ptycho_k3.data.lazy.LazyFrames`: an uncompressed NPZ
+    member, an HDF5 dataset) stay on demand: every step is per frame, so the result's
+    ``diffraction`` (and a per-pattern ``valid``) is a
+    :class:`~ptycho_k3.data.lazy.ConvertedFrames` that applies them to each batch it reads
+    (mask, NaN/negative/saturation -> 0, float64 -> float32, counts -> sqrt, corner -> centre,
+    crop, bin), or the file's frames themselves when nothing changes them (float32 amplitudes,
+    centred, every pixel valid). Nothing is read whole.
 
     Raises:
         DataError: a mask of the wrong shape, a pattern with no valid pixel, frames that cannot
@@ -356,22 +586,71 @@ def prepare(raw: RawScan, options: MeasuredOptions | None = None):
         if saturation is None:
             raise _fail(raw, "_metadata", f"has saturation={md['saturation']!r}; expected a "
                                           "finite number > 0 (file units)")
+    saturation = None if saturation is None else float(saturation)
     record: dict[str, Any] = {"format": raw.format, "frame_shape": [h, w],
                               "diffraction_kind": kind, "diffraction_kind_from": kind_from}
+    mask = _checked_mask(raw)
 
-    valid, why = valid_pixels(raw, None if saturation is None else float(saturation))
-    n_invalid = int(valid.size - np.count_nonzero(valid))
-    record["invalid_pixels"] = {"total": n_invalid, **why}
-    if n_invalid:
-        note(logging.INFO, "%s: %d invalid detector pixels (%s)", raw.source, n_invalid,
-             ", ".join(f"{k} {v}" for k, v in why.items() if v))
-    empty = np.flatnonzero(~valid.reshape(m, -1).any(axis=1))
-    if empty.size:
-        more = f" (and {empty.size - 1} more)" if empty.size > 1 else ""
-        raise _fail(raw, raw.data_key, f"pattern {int(empty[0])}{more} has no valid pixel (mask, "
-                                       "NaN, negative or saturated); remove it or fix the mask")
+    # The geometry (crop, bin, N, probe size) needs no frame: it is checked before any is read.
+    probe = None if raw.probe is None else np.asarray(raw.probe)
+    if probe is not None and probe.shape != (h, w):
+        raise _fail(raw, raw.probe_key, f"has shape {probe.shape}; expected ({h}, {w}) like the "
+                                        f"frames in '{raw.data_key}'")
+    pos_scale = 1.0  # object pixels of the prepared scan per object pixel of the raw frames
+    side_h, side_w = h, w
+    crop = binning = None
+    if opts.detector_crop is not None:
+        crop = int(opts.detector_crop)
+        if crop > min(h, w):
+            raise _fail(raw, raw.data_key, f"frames are {h}x{w}; cannot crop to {crop}x{crop}")
+        if h != w:
+            raise _fail(raw, raw.data_key, f"frames are {h}x{w}; --detector_crop needs square "
+                                           "frames (the object pixel would differ per axis)")
+        pos_scale = crop / h
+        side_h = side_w = crop
+    if opts.detector_bin is not None and opts.detector_bin > 1:
+        binning = int(opts.detector_bin)
+        if side_h % binning or side_w % binning:
+            raise _fail(raw, raw.data_key, f"frames are {side_h}x{side_w}; --detector_bin "
+                                           f"{binning} needs sides that are multiples of it")
+        side_h, side_w = side_h // binning, side_w // binning
+    if side_h != side_w or side_h not in SUPPORTED_N:
+        raise _fail(raw, raw.data_key, f"frames are {side_h}x{side_w} after crop/bin; N must be "
+                                       f"one of {SUPPORTED_N} (use --detector_crop or "
+                                       "--detector_bin)")
+    n = side_h
 
-    guess = looks_like(data, valid)
+    # The kind is guessed from the first 64 frames (read once more by the pass below).
+    first = np.asarray(data[: min(m, 64)])
+    plain = _Conversion(mask, saturation, False, None, None, kind == "counts")
+    _, _, first_valid, _, first_raw = plain.frames(first, np.arange(first.shape[0]))
+    guess = looks_like(first_raw, first_valid)
+    del first, first_raw, first_valid
+    if dc == "auto":  # a first pass for the mean pattern as stored
+        pre = _scan_frames(data, plain, h, sums=False, mean=True, out=None, valid_out=None)
+        if not pre.raw_empty:
+            dc = decide_dc(pre.mean.mean())
+            dc_from = "auto"
+    conv = _Conversion(mask, saturation, dc == "corner", crop, binning, kind == "counts")
+    lazy = isinstance(data, LazyFrames)
+    out = valid_out = None
+    if not lazy:
+        out = np.empty((m, n, n), np.float32)
+        valid_out = np.empty((m, n, n), bool)
+    # Counts are needed only for the photon count of a counts file and for a probe made from the
+    # data; an amplitude file with a probe (the common case) is not squared a second time.
+    stats = _scan_frames(data, conv, n, sums=kind == "counts" or probe is None,
+                         mean=probe is None, out=out, valid_out=valid_out)
+
+    record["invalid_pixels"] = {"total": stats.n_invalid, **stats.reasons}
+    if stats.n_invalid:
+        note(logging.INFO, "%s: %d invalid detector pixels (%s)", raw.source, stats.n_invalid,
+             ", ".join(f"{k} {v}" for k, v in stats.reasons.items() if v))
+    if stats.raw_empty:
+        more = f" (and {len(stats.raw_empty) - 1} more)" if len(stats.raw_empty) > 1 else ""
+        raise _fail(raw, raw.data_key, f"pattern {stats.raw_empty[0]}{more} has no valid pixel "
+                                       "(mask, NaN, negative or saturated); remove it or fix the "
+                                       "mask")
     if guess is not None and guess != kind:
         hint = ("integers above 1, like photon counts" if guess == "counts"
                 else "mostly non-integer, like amplitudes")
@@ -379,77 +658,28 @@ def prepare(raw: RawScan, options: MeasuredOptions | None = None):
              "--diffraction_kind %s if that is what they are", raw.source, raw.data_key,
              kind, kind_from, hint, guess)
         record["kind_warning"] = f"values look like {guess}"
-
-    # The frames stay in their own kind through shift and crop (a clean amplitude file comes
-    # back bit for bit); binning sums counts, so amplitudes are squared first. float32 holds
-    # integer counts exactly up to 2^24 per pixel.
-    frames = np.where(valid, data, 0).astype(np.float32, copy=False)
-    as_counts = kind == "counts"
-
-    def counts_of(f: np.ndarray) -> np.ndarray:
-        return f if as_counts else np.square(f)
-
-    if dc == "auto":
-        dc = decide_dc(_mean_pattern(counts_of(frames), valid))
-        dc_from = "auto"
+    if dc_from == "auto":
         note(logging.INFO, "%s: zero frequency decided from the mean pattern: %s", raw.source, dc)
     record.update(dc=dc, dc_from=dc_from)
-    if dc == "corner":
-        frames = np.fft.fftshift(frames, axes=(-2, -1))
-        valid = np.fft.fftshift(valid, axes=(-2, -1))
-
-    probe = None if raw.probe is None else np.asarray(raw.probe)
-    if probe is not None and probe.shape != (h, w):
-        raise _fail(raw, raw.probe_key, f"has shape {probe.shape}; expected ({h}, {w}) like the "
-                                        f"frames in '{raw.data_key}'")
-    pos_scale = 1.0  # object pixels of the prepared scan per object pixel of the raw frames
-    side_h, side_w = h, w
-    if opts.detector_crop is not None:
-        size = int(opts.detector_crop)
-        if size > min(h, w):
-            raise _fail(raw, raw.data_key, f"frames are {h}x{w}; cannot crop to {size}x{size}")
-        if h != w:
-            raise _fail(raw, raw.data_key, f"frames are {h}x{w}; --detector_crop needs square "
-                                           "frames (the object pixel would differ per axis)")
-        frames, valid = centre_crop(frames, size), centre_crop(valid, size)
-        pos_scale = size / h
+    if crop is not None:
         if probe is not None:
-            probe = fourier_resample(probe, size)
-        side_h = side_w = size
-        record["detector_crop"] = size
-    if opts.detector_bin is not None and opts.detector_bin > 1:
-        k = int(opts.detector_bin)
-        if side_h % k or side_w % k:
-            raise _fail(raw, raw.data_key, f"frames are {side_h}x{side_w}; --detector_bin {k} "
-                                           "needs sides that are multiples of it")
-        frames, as_counts = bin_frames(counts_of(frames), k), True
-        valid = bin_frames(valid.astype(np.int32), k) == k * k
-        frames = np.where(valid, frames, 0.0)
-        side_h, side_w = side_h // k, side_w // k
+            probe = fourier_resample(probe, crop)
+        record["detector_crop"] = crop
+    if binning is not None:
         if probe is not None:
-            kept = centre_crop(probe, side_h)
+            kept = centre_crop(probe, n)
             frac = float(np.sum(np.abs(kept) ** 2) / max(np.sum(np.abs(probe) ** 2), 1e-30))
             record["probe_energy_kept_by_bin"] = frac
             note(logging.INFO, "%s: binning %d keeps the central %dx%d of the probe (%.1f%% of "
-                 "its energy)", raw.source, k, side_h, side_w, 100 * frac)
+                 "its energy)", raw.source, binning, n, n, 100 * frac)
             probe = kept
-        record["detector_bin"] = k
-    if side_h != side_w or side_h not in SUPPORTED_N:
-        raise _fail(raw, raw.data_key, f"frames are {side_h}x{side_w} after crop/bin; N must be "
-                                       f"one of {SUPPORTED_N} (use --detector_crop or "
-                                       "--detector_bin)")
-    n = side_h
-    empty = np.flatnonzero(~valid.reshape(m, -1).any(axis=1))
-    if empty.size:
-        raise _fail(raw, raw.data_key, f"pattern {int(empty[0])} has no valid pixel after "
+        record["detector_bin"] = binning
+    if stats.empty:
+        raise _fail(raw, raw.data_key, f"pattern {stats.empty[0]} has no valid pixel after "
                                        "crop/bin")
-    diffraction = np.ascontiguousarray(np.sqrt(frames) if as_counts else frames, dtype=np.float32)
-    # Counts are needed only for the photon count of a counts file and for a probe made from the
-    # data; an amplitude file with a probe (the common case) is not squared a second time.
-    counts = mean_counts = None
-    if kind == "counts" or probe is None:
-        counts = counts_of(frames)
-        mean_counts = float(np.mean(np.sum(counts, axis=(-2, -1))))
+    mean_counts = None
+    if stats.sums is not None:
+        mean_counts = float(np.mean(stats.sums))
     if kind == "counts":
         record["mean_counts_per_pattern"] = mean_counts
 
@@ -477,7 +707,7 @@ def prepare(raw: RawScan, options: MeasuredOptions | None = None):
                   object_pixel_m=pixel_m or None)
 
     if probe is None:
-        probe = probe_from_data(_mean_pattern(counts, valid))
+        probe = probe_from_data(stats.mean.mean())
         record["probe"] = "from data (IFFT of sqrt(mean pattern), disc support N/4)"
         note(logging.INFO, "%s: no probe in the file; initial probe from the mean pattern",
              raw.source)
@@ -507,11 +737,21 @@ def prepare(raw: RawScan, options: MeasuredOptions | None = None):
         metadata["nphotons"] = mean_counts
     if pixel_m:
         metadata["object_pixel_m"] = pixel_m
-    all_valid = bool(valid.all())
-    mask_out = None
-    if not all_valid:
-        per_pattern = not np.all(valid == valid[:1])
-        mask_out = valid if per_pattern else valid[0]
+    if out is not None:  # in memory: converted in the pass
+        diffraction: Any = out
+        mask_out = None
+        if not stats.all_valid:
+            mask_out = valid_out if stats.per_pattern else np.array(valid_out[0])
+    else:  # on demand: converted per batch read (or the frames as stored)
+        diffraction = data
+        if not stats.all_valid or conv.changes(data.dtype):
+            diffraction = ConvertedFrames(data, conv.amplitude, (m, n, n), np.float32)
+        mask_out = None
+        if not stats.all_valid:
+            mask_out = (ConvertedFrames(data, conv.valid, (m, n, n), bool) if stats.per_pattern
+                        else stats.first_valid)
+        record["frames_read"] = "on demand" if diffraction is data else \
+            "on demand, converted per batch"
     return ScanData(
         xcoords=pos[:, 0].copy(), ycoords=pos[:, 1].copy(), diffraction=diffraction, probe=probe,
         xcoords_start=None if start is None else start[:, 0].copy(),

@@ -21,6 +21,7 @@ import numpy as np
 from ptycho_k3.atomic import atomic_write, json_default
 
 from .errors import DataError
+from .lazy import LazyFrames, MappedFrames, iter_chunks, log_compressed, open_npz_member, take_rows
 from .measured import MeasuredOptions, RawScan, prepare
 
 _DIFFRACTION_KEYS = ("diff3d", "diffraction")
@@ -34,15 +35,19 @@ class ScanData:
     Attributes:
         xcoords, ycoords: float64 ``(M,)`` scan positions in object pixels (x column, y row).
         xcoords_start, ycoords_start: float64 ``(M,)``; default to ``xcoords``/``ycoords``.
-        diffraction: float32 ``(M, N, N)`` amplitudes, DC at ``(N/2, N/2)``, as stored (no scaling).
+        diffraction: float32 ``(M, N, N)`` amplitudes, DC at ``(N/2, N/2)``, as stored (no scaling):
+            an array, or a :class:`~ptycho_k3.data.lazy.LazyFrames` read on demand (a scan read
+            from an uncompressed NPZ or an HDF5 file, docs/conventions.md §22). Index it
+            (``diffraction[rows]``, ``diffraction[lo:hi]``) to get arrays; ``np.asarray`` reads
+            all of it.
         probe: complex64 ``(N, N)`` probe (raw, not normalised).
         object: complex64 ``(H, W)`` ground-truth object or None.
         patches: complex64 ``(M, N, N)`` ground-truth patches (``Y`` or ``ground_truth_patches``)
-            or None.
+            or None; an array or a lazy stack like ``diffraction``.
         scan_index: int64 ``(M,)`` (zeros when absent).
-        valid: bool valid-pixel mask ``(N, N)`` (one detector mask) or ``(M, N, N)``, True =
-            the pixel counts; None = every pixel is valid. ``diffraction`` is 0 where invalid
-            (docs/conventions.md §22).
+        valid: bool valid-pixel mask ``(N, N)`` (one detector mask) or ``(M, N, N)`` (an array or
+            a lazy stack), True = the pixel counts; None = every pixel is valid.
+            ``diffraction`` is 0 where invalid (docs/conventions.md §22).
         metadata: dict parsed from ``_metadata`` (empty when absent).
         source: the file it came from, or None.
         reading: how the file was read (format, kind, DC layout, invalid pixels, crop/bin, probe
@@ -94,7 +99,11 @@ class ScanData:
         return metadata_nphotons(self.metadata)
 
     def select(self, indices: np.ndarray) -> ScanData:
-        """A new ScanData holding only the rows ``indices`` (object and probe are shared)."""
+        """A new ScanData holding only the rows ``indices`` (object and probe are shared).
+
+        Lazy stacks (diffraction, patches, a per-pattern mask) stay lazy: the result maps its
+        rows to the file's (:class:`~ptycho_k3.data.lazy.RowView`), nothing is read.
+        """
         idx = np.asarray(indices, dtype=np.int64)
         return replace(
             self,
@@ -102,10 +111,11 @@ class ScanData:
             ycoords=self.ycoords[idx],
             xcoords_start=self.xcoords_start[idx],
             ycoords_start=self.ycoords_start[idx],
-            diffraction=self.diffraction[idx],
-            patches=None if self.patches is None else self.patches[idx],
+            diffraction=take_rows(self.diffraction, idx),
+            patches=None if self.patches is None else take_rows(self.patches, idx),
             scan_index=self.scan_index[idx],
-            valid=self.valid if self.valid is None or self.valid.ndim == 2 else self.valid[idx],
+            valid=self.valid if self.valid is None or self.valid.ndim == 2
+            else take_rows(self.valid, idx),
         )
 
     def valid_rows(self, rows: np.ndarray) -> np.ndarray | None:
@@ -115,7 +125,7 @@ class ScanData:
         rows = np.asarray(rows)
         if self.valid.ndim == 2:
             return np.broadcast_to(self.valid, (*rows.shape, *self.valid.shape))
-        return self.valid[rows]
+        return np.asarray(self.valid[rows])
 
 
 def metadata_nphotons(metadata: dict[str, Any]) -> float | None:
@@ -157,6 +167,8 @@ class _Reader:
                             "named arrays (xcoords, ycoords, diff3d, probeGuess, ...)")
         self.archive = archive
         self.keys = set(archive.files)
+        #: ``(key, bytes)`` of the large members read whole because they are compressed.
+        self.compressed: list[tuple[str, int]] = []
 
     def close(self) -> None:
         self.archive.close()
@@ -186,6 +198,27 @@ class _Reader:
             raise self.fail(key, f"has dtype {a.dtype}; expected {expected}")
         return a
 
+    def stack(self, key: str, *, complex_ok: bool) -> np.ndarray | MappedFrames:
+        """The member ``key`` memory-mapped when it is stored uncompressed (nothing read), else
+        read whole like :meth:`numeric` (a compressed member is noted in ``compressed``); the
+        same dtype checks either way."""
+        try:
+            mapped = open_npz_member(self.path, key)
+        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile):
+            mapped = None  # a damaged member: the whole read below names the problem
+        if mapped is None:
+            a = self.numeric(key, complex_ok=complex_ok)
+            if a.ndim >= 3 and _is_compressed(self.archive, key):
+                self.compressed.append((key, a.nbytes))
+            return a
+        kinds = "biufc" if complex_ok else "biuf"
+        if mapped.dtype.kind == "c" and not complex_ok:
+            raise self.fail(key, f"is complex ({mapped.dtype}); expected real values")
+        if mapped.dtype.kind not in kinds or mapped.dtype.kind == "b":
+            expected = "a real or complex numeric array" if complex_ok else "a real numeric array"
+            raise self.fail(key, f"has dtype {mapped.dtype}; expected {expected}")
+        return mapped
+
     def finite(self, key: str, a: np.ndarray) -> None:
         if a.dtype.kind in "fc" and a.size and not np.all(np.isfinite(a)):
             bad = int(np.size(a) - np.count_nonzero(np.isfinite(a)))
@@ -204,19 +237,26 @@ class _Reader:
         return out
 
 
+def _is_compressed(archive: np.lib.npyio.NpzFile, key: str) -> bool:
+    try:
+        return archive.zip.getinfo(f"{key}.npy").compress_type != zipfile.ZIP_STORED
+    except (KeyError, AttributeError):
+        return False
+
+
 def _short(exc: BaseException) -> str:
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     return text[:200]
 
 
-def _read_diffraction(r: _Reader, m: int) -> tuple[np.ndarray, str]:
+def _read_diffraction(r: _Reader, m: int) -> tuple[np.ndarray | MappedFrames, str]:
     key = next((k for k in _DIFFRACTION_KEYS if k in r.keys), None)
     if key is None:
         raise DataError(f"{r.name}: missing key 'diff3d' (or its alias 'diffraction'): the "
                         f"diffraction amplitudes (M, N, N) = ({m}, N, N)")
-    a = r.numeric(key, complex_ok=False)
+    a = r.stack(key, complex_ok=False)
     if a.ndim == 4 and a.shape[-1] == 1:
-        a = a[..., 0]
+        a = a.with_view(lambda v: v[..., 0]) if isinstance(a, MappedFrames) else a[..., 0]
     if a.ndim != 3:
         raise r.fail(key, f"has shape {a.shape}; expected (M, N, N) = ({m}, N, N), "
                           f"(M, N, N, 1) or legacy (N, N, M)")
@@ -224,14 +264,18 @@ def _read_diffraction(r: _Reader, m: int) -> tuple[np.ndarray, str]:
     if a.shape[0] == m and a.shape[1] == a.shape[2]:
         pass
     elif a.shape[2] == m and a.shape[0] == a.shape[1]:
-        a = np.transpose(a, (2, 0, 1))
+        if isinstance(a, MappedFrames):  # a strided view of the map: rows read on demand
+            a = a.with_view(lambda v: np.transpose(v, (2, 0, 1)))
+        else:
+            a = np.transpose(a, (2, 0, 1))
     else:
         raise r.fail(key, f"has shape {a.shape}; expected (M, N, N) = ({m}, N, N) or legacy "
                           f"(N, N, M) with M = {m} scan positions (length of xcoords)")
-    if a.dtype.kind == "f" and a.dtype.itemsize > 4:
+    if not isinstance(a, LazyFrames) and a.dtype.kind == "f" and a.dtype.itemsize > 4:
         with np.errstate(over="ignore"):
             a = a.astype(np.float32)  # beyond float32 range becomes inf: an invalid pixel
-    # NaN, inf and negative values are invalid pixels (measured.prepare), not errors.
+    # NaN, inf and negative values are invalid pixels (measured.prepare), not errors; a mapped
+    # stack is converted (float64 -> float32 included) per block by measured.prepare.
     return a, key
 
 
@@ -245,20 +289,35 @@ def _read_complex_image(r: _Reader, key: str, shape: tuple[int, ...] | None, wha
     return out
 
 
-def _read_patches(r: _Reader, m: int, n: int) -> np.ndarray | None:
+def _read_patches(r: _Reader, m: int, n: int) -> np.ndarray | LazyFrames | None:
     for key in _PATCH_KEYS:
         if key not in r.keys:
             continue
-        a = r.numeric(key, complex_ok=True)
+        a = r.stack(key, complex_ok=True)
         if a.ndim >= 1 and a.shape[0] != m:
             # docs/conventions.md §13: Y with a different first axis is ignored, as in the original.
             warnings.warn(f"{r.name}: key '{key}' has {a.shape[0]} patches but there are {m} scan "
                           "positions; ignoring it", stacklevel=3)
             continue
         if a.ndim == 4 and a.shape[-1] == 1:
-            a = a[..., 0]
+            a = a.with_view(lambda v: v[..., 0]) if isinstance(a, MappedFrames) else a[..., 0]
         if a.shape != (m, n, n):
             raise r.fail(key, f"has shape {a.shape}; expected (M, N, N) = ({m}, {n}, {n})")
+        if isinstance(a, LazyFrames):
+            # Checked in chunks, converted per read; the patches stay in the file.
+            bad = 0
+            for _, block in iter_chunks(a):
+                b = block.astype(np.complex64)
+                bad += int(b.size - np.count_nonzero(np.isfinite(b)))
+            a.release()
+            if bad:
+                raise r.fail(key, f"contains {bad} non-finite value(s) (NaN or inf)")
+            if a.dtype != np.complex64:
+                from .lazy import ConvertedFrames
+
+                a = ConvertedFrames(a, lambda block, rows: block.astype(np.complex64),
+                                    a.shape, np.complex64)
+            return a
         out = a.astype(np.complex64)
         r.finite(key, out)
         return out
@@ -316,6 +375,13 @@ def load_npz(path: str | os.PathLike, options: MeasuredOptions | None = None) ->
     the legacy pickled 0-d array, the only key ever unpickled). ``Y`` is preferred over
     ``ground_truth_patches``; either is ignored (with a warning) when its first axis is not M.
 
+    Streaming (docs/conventions.md §22): the diffraction, the ground-truth patches and a
+    per-pattern mask are memory-mapped when stored uncompressed (``numpy.savez``,
+    ptycho-simulate's default) and read on demand; checks that need every frame or patch read
+    them in chunks, and every conversion is applied per batch read
+    (:func:`~ptycho_k3.data.measured.prepare`). Compressed members cannot be mapped: they are
+    read whole, and one INFO line says so.
+
     Raises:
         DataError: missing/unreadable file, missing key, wrong shape or length, non-finite
         coordinates, complex diffraction, probe not (N, N), N not in {64, 128, 256} (after any
@@ -340,7 +406,9 @@ def load_npz(path: str | os.PathLike, options: MeasuredOptions | None = None) ->
             probe = _read_complex_image(r, "probeGuess", (n, n), "(N, N)")
         mask = None
         if "mask" in r.keys:
-            mask = r.numeric("mask", complex_ok=False)
+            mask = r.stack("mask", complex_ok=False)
+            if isinstance(mask, LazyFrames) and mask.ndim != 3:
+                mask = np.asarray(mask)  # one detector mask: small
         obj = None
         if "objectGuess" in r.keys:
             obj = _read_complex_image(r, "objectGuess", None, "(H, W)")
@@ -366,6 +434,8 @@ def load_npz(path: str | os.PathLike, options: MeasuredOptions | None = None) ->
         patches = _read_patches(r, m, scan.n)
     finally:
         r.close()
+    if r.compressed:
+        log_compressed(r.name, [k for k, _ in r.compressed], sum(b for _, b in r.compressed))
     return replace(scan, patches=patches)
 
 
@@ -390,6 +460,7 @@ def save_npz(path: str | os.PathLike, data: ScanData, *, compress: bool = False,
     if out.suffix != ".npz":
         out = out.with_name(out.name + ".npz")  # numpy would append it anyway
     arrays: dict[str, np.ndarray] = {
+        # A lazy scan is read whole here: numpy.savez writes arrays.
         "diff3d": np.asarray(data.diffraction, dtype=np.float32),
         "xcoords": np.asarray(data.xcoords, dtype=np.float64),
         "ycoords": np.asarray(data.ycoords, dtype=np.float64),

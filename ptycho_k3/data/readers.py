@@ -5,7 +5,9 @@ Formats: the project NPZ (``diff3d``/``diffraction``, ``xcoords``, ...), tike-st
 (``probe``, ``object``, ``raw_data/``). ``format="auto"`` decides from the file's content (zip or
 HDF5 signature, then its keys); ``.bz2`` files are decompressed in memory first. Every reader
 ends in :func:`~ptycho_k3.data.measured.prepare`, so masks, counts, DC layout, crop/bin and
-positions are handled once. Nothing here imports Keras.
+positions are handled once. Frames are read on demand where the file allows it (an uncompressed
+NPZ member, an HDF5 dataset; not a ``.bz2`` file, which is decompressed in memory): see
+:mod:`ptycho_k3.data.lazy` and docs/conventions.md §22. Nothing here imports Keras.
 """
 
 from __future__ import annotations
@@ -130,7 +132,7 @@ def load_scan(path: str | os.PathLike, options: MeasuredOptions | None = None,
 
         try:
             with np.load(source, allow_pickle=False) as z:
-                return prepare(read_tike(z, name), opts)
+                return prepare(read_tike(z, name, path=p if blob is None else None), opts)
         except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
             if isinstance(exc, DataError):
                 raise
@@ -144,5 +146,5 @@ def load_scan(path: str | os.PathLike, options: MeasuredOptions | None = None,
     except OSError as exc:
         raise DataError(f"{name}: not a readable HDF5 file ({exc})") from None
     with f:
-        raw = read_cxi(f, name)
+        raw = read_cxi(f, name, path=p if blob is None else None)
     return prepare(raw, opts)

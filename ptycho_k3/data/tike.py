@@ -10,11 +10,14 @@ first probe mode is kept when there are several. Nothing here imports Keras.
 from __future__ import annotations
 
 import logging
+import os
+import zipfile
 from typing import Any
 
 import numpy as np
 
 from .errors import DataError
+from .lazy import open_npz_member
 from .measured import RawScan
 
 log = logging.getLogger(__name__)
@@ -27,13 +30,29 @@ def _squeeze_leading(a: np.ndarray, rank: int) -> np.ndarray:
     return a
 
 
-def read_tike(archive: Any, name: str) -> RawScan:
-    """A :class:`RawScan` from an open NPZ ``archive`` with tike's keys; errors name ``name``."""
+def read_tike(archive: Any, name: str, path: str | os.PathLike | None = None) -> RawScan:
+    """A :class:`RawScan` from an open NPZ ``archive`` with tike's keys; errors name ``name``.
+
+    With ``path`` (the file ``archive`` was opened from) frames stored uncompressed are
+    memory-mapped and read on demand (:func:`~ptycho_k3.data.lazy.open_npz_member`); otherwise
+    they are read whole.
+    """
     keys = set(archive.files)
     for key in ("data", "scan"):
         if key not in keys:
             raise DataError(f"{name}: missing key '{key}' of a tike-style NPZ (data, scan, probe)")
-    data = _squeeze_leading(np.asarray(archive["data"]), 3)
+    mapped = None
+    if path is not None:
+        try:
+            mapped = open_npz_member(path, "data")
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+            mapped = None  # the whole read below names the problem
+    if mapped is not None:
+        data = mapped
+        while data.ndim > 3 and data.shape[0] == 1:
+            data = data.with_view(lambda v: v[0])
+    else:
+        data = _squeeze_leading(np.asarray(archive["data"]), 3)
     if data.ndim != 3 or data.dtype.kind not in "iuf":
         raise DataError(f"{name}: key 'data' has shape {data.shape} and dtype {data.dtype}; "
                         "expected real frames (1, M, H, W) or (M, H, W)")

@@ -47,6 +47,7 @@ def amplitude_scale(scan: ScanData) -> float:
         pass
     nphotons = scan.nphotons
     if nphotons is not None:
+        # Reads the whole stack (a lazy scan too): the refinement holds every pattern anyway.
         energy = float(np.nanmean(np.nansum(np.square(scan.diffraction, dtype=np.float64),
                                             axis=(-2, -1))))
         if energy > 0:
@@ -66,11 +67,13 @@ def measurements(scan: ScanData, mask: np.ndarray | None = None) -> Measurements
         DataError: a mask of the wrong shape, or a pattern with no valid pixel.
     """
     where = scan.source or "scan"
+    # The refinement works on every pattern at once: a scan read on demand
+    # (ptycho_k3.data.lazy) is read whole here, and its valid mask below too.
     amp = np.asarray(scan.diffraction, dtype=np.float32)
     m, n = amp.shape[0], amp.shape[-1]
     valid = np.isfinite(amp)
     if scan.valid is not None:  # the reader's mask (docs/conventions.md §22)
-        valid &= np.broadcast_to(scan.valid, amp.shape)
+        valid &= np.broadcast_to(np.asarray(scan.valid), amp.shape)
     if mask is not None:
         mk = np.asarray(mask)
         if mk.shape not in ((n, n), (m, n, n)):

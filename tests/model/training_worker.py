@@ -87,7 +87,7 @@ def run_training(cfg, weights: dict[str, np.ndarray], scan_path: Path) -> dict[s
     class RecordedBatches(train_module.GroupBatches):
         def __getitem__(self, i):
             x, y = super().__getitem__(i)
-            if training[0] and self.rng is not None:  # training batches (validation: rng None)
+            if training[0] and self.seed is not None:  # training batches (validation: no seed)
                 fetched.append(np.sort(self._order[i * self.batch_size : (i + 1) * self.batch_size]))
             return x, y
 
