@@ -1,11 +1,11 @@
 """End to end against the ground truth: simulate, train briefly, reconstruct, stitch, refine.
 
-A small deterministic scan and a PINN trained for 8 short epochs (the ``tiny_trained_pinn``
+A small deterministic scan and a PINN trained for 20 short epochs (the ``tiny_trained_pinn``
 fixture of ``tests/conftest.py``). Floors, each cleared by today's code with a
 margin and failed by a broken pipeline:
 
 - the PINN's stitched amplitude correlates with the ground truth (Pearson r over the
-  well-covered pixels) at r > 0.3. Measured 0.51-0.74 on the three backends; the same patches
+  well-covered pixels) at r > 0.3. Measured 0.81-0.86 on the three backends; the same patches
   stitched with x and y swapped give r ~ 0.1, a flat object r ~ 0 (brief training leaves SSIM
   close to a flat object's, so SSIM would not tell these apart). The PINN's phase is not
   floored: after this little training it depends on the initialisation (r from -0.15 to 0.75
