@@ -4,7 +4,6 @@ signal ends training after the current step with the last completed epoch's weig
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import signal
 
@@ -79,11 +78,6 @@ def test_a_signal_stops_after_the_step_with_the_last_completed_epoch(tmp_path, s
     stop = SignalStop()
 
     class Interrupt(keras.callbacks.Callback):
-        def on_train_batch_end(self, batch, logs=None):
-            if self.model.optimizer.iterations.numpy() if hasattr(
-                    self.model.optimizer.iterations, "numpy") else False:
-                pass
-
         def on_epoch_begin(self, epoch, logs=None):
             self.epoch = epoch
 
@@ -108,7 +102,3 @@ def test_a_foreign_checkpoint_is_refused(tmp_path):
     (tmp_path / "x.zip").write_bytes(b"not a zip")
     with pytest.raises(CheckpointError, match="unreadable checkpoint"):
         read_checkpoint(tmp_path / "x.zip")
-
-
-def test_config_fields_are_dataclass_fields():
-    assert "nepochs" in {f.name for f in dataclasses.fields(TrainingConfig)}
