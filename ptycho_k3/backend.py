@@ -13,6 +13,9 @@ Framework settings that change speed or numerics live here and nowhere else:
   the benchmarks run. Only the test suite sets ``TF_ENABLE_ONEDNN_OPTS=0`` (Makefile, tests/),
   for tighter cross-backend parity: oneDNN's reordered kernels differ from the other backends by
   more float32 rounding, and turning them off made TensorFlow training ~2.4x slower here.
+- glibc ``malloc`` keeps large freed buffers in the process (:mod:`ptycho_k3.allocator`, applied
+  by :func:`activate`): without it every PyTorch/JAX forward pass page-faults its activations in
+  afresh.
 - Threads are left at each framework's default.
 
 The original's three selector functions (docs/conventions.md §20: ``run_cdi_example_with_backend``,
@@ -29,6 +32,8 @@ import logging
 import os
 import sys
 from typing import Any
+
+from ptycho_k3 import allocator
 
 #: Accepted spellings -> Keras backend name (``pytorch`` is the original's name for torch).
 ALIASES: dict[str, str] = {
@@ -168,6 +173,7 @@ def activate(name: str, *, flag_given: bool = True) -> str:
     if flag_given and env_value and ALIASES.get(env_value.strip().lower()) != backend:
         _log.info("backend %s from --backend overrides KERAS_BACKEND=%s", backend, env_value)
     os.environ["KERAS_BACKEND"] = backend
+    allocator.tune()
     if backend == "jax":
         _jax_defaults()
     return backend

@@ -9,7 +9,7 @@ import keras
 import numpy as np
 from keras import layers
 
-from ptycho_k3 import physics
+from ptycho_k3 import allocator, physics
 from ptycho_k3.config import DEFAULT_NPHOTONS, LossSpec, ModelConfig, resolve_loss
 from ptycho_k3.layers import (
     FarField,
@@ -79,6 +79,7 @@ def build_model(
         intensity_scale: initial ``s`` (default ``physics.intensity_scale(DEFAULT_NPHOTONS, N)``).
         loss: the resolved loss (default: ``resolve_loss(config.model_type)``).
     """
+    allocator.tune()  # library callers that never went through backend.activate
     n, c, cp = config.N, config.group_size, config.object_channels
     nfs = config.n_filters_scale
     if loss is None:
