@@ -120,7 +120,7 @@ class PtychoK3Reconstructor(Reconstructor):
             scan = write_scan(Path(tmp) / "scan.npz", parameters)
             out = Path(tmp) / "out"
             command, args = self._command(scan, out)
-            run_command(command, [*args, *self._settings.extra()], backend, self._log)
+            run_command(command, [*args, *self._settings.extra(False)], backend, self._log)
             product = _product(parameters, out, self._settings.refine_probe.get_value())
         yield ReconstructOutput(product=product)
 
@@ -195,7 +195,7 @@ class PtychoK3TrainableReconstructor(PtychoK3Reconstructor, TrainableReconstruct
             args += ["--n_groups", str(s.n_groups.get_value())]
         if s.nphotons.get_value() > 0:
             args += ["--nphotons", repr(float(s.nphotons.get_value()))]
-        run_command("train", [*args, *s.extra()], backend, self._log)
+        run_command("train", [*args, *s.extra(True)], backend, self._log)
         self._model_path = out / "wts.h5.zip"
         history = json.loads((out / "history.json").read_text()).get("history", {})
         yield TrainOutput(

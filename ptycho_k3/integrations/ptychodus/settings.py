@@ -13,9 +13,10 @@ class PtychoK3Settings:
 
     Backend (tensorflow | torch | jax), GridSize, NumEpochs, BatchSize, NumGroups (0 = the
     command's default), NumPhotons (0 = from the data: mean counts per pattern), Seed,
-    RefineIterations (PINN-Refined), Iterations (Iterative), RefineProbe, RefinePositions, and
-    ExtraArguments (further ptycho-train / ptycho-infer / ptycho-reconstruct flags, split like a
-    shell line, e.g. ``--n_filters_scale 1``).
+    RefineIterations (PINN-Refined), Iterations (Iterative), RefineProbe, RefinePositions,
+    TrainArguments (further ptycho-train flags, split like a shell line, e.g.
+    ``--n_filters_scale 1``) and ReconstructArguments (further ptycho-infer /
+    ptycho-reconstruct flags, e.g. ``--n_groups 256``).
     """
 
     def __init__(self, registry: Any) -> None:
@@ -32,7 +33,8 @@ class PtychoK3Settings:
         self.iterations = g.create_integer_parameter("Iterations", 50, minimum=1)
         self.refine_probe = g.create_boolean_parameter("RefineProbe", False)
         self.refine_positions = g.create_boolean_parameter("RefinePositions", False)
-        self.extra_arguments = g.create_string_parameter("ExtraArguments", "")
+        self.train_arguments = g.create_string_parameter("TrainArguments", "")
+        self.reconstruct_arguments = g.create_string_parameter("ReconstructArguments", "")
 
     def backend_name(self) -> str:
         """The backend, checked (ValueError naming the setting otherwise)."""
@@ -42,7 +44,9 @@ class PtychoK3Settings:
             raise ValueError(f"[PtychoK3] Backend must be one of {BACKENDS}, got {value!r}")
         return value
 
-    def extra(self) -> list[str]:
+    def extra(self, training: bool) -> list[str]:
+        """TrainArguments (``training``) or ReconstructArguments, split like a shell line."""
         import shlex
 
-        return shlex.split(self.extra_arguments.get_value())
+        p = self.train_arguments if training else self.reconstruct_arguments
+        return shlex.split(p.get_value())
