@@ -37,7 +37,7 @@ $(PY):
 # torch first, pinned: a plain `torch` requirement can pull a multi-GB CUDA build.
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[all,dev]'
+	$(PY) -m pip install -q -e '.[all,dev,ptychodus]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -1,13 +1,19 @@
 """ptychodus product HDF5 import/export (docs/conventions.md §16), with h5py.
 
-Positions are stored in metres (``pixels * object pixel size``) and converted back to object
-pixels on reading. An optional ``raw_data/`` block carries the diffraction amplitudes (gzip) and
-the pixel coordinates, so a product written here can be turned back into a :class:`ScanData`.
+Positions are stored in metres and converted to object pixels on reading with ptychodus's
+centred-pixel geometry plus our patch reference (§16): ``x = (x_m - center_x_m) / pixel_m + W/2``
+where ``W`` is the width of the product's object array, so ``objectGuess[y, x]`` pairs with the
+position ``(x, y)`` as everywhere else (§3). An optional ``raw_data/`` block (written here, not
+by ptychodus) carries diffraction amplitudes and the pixel coordinates. A product written by
+ptychodus holds no diffraction: its patterns are in the *diffraction file* ptychodus writes next
+to it (``diffraction.h5``: ``patterns`` counts ``(M, H, W)``, ``indexes``, ``bad_pixels`` bool
+``(H, W)`` with True = bad), paired with the positions by index.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,13 +29,19 @@ from .npz import ScanData
 
 OBJECT_PIXEL_M = 5e-8
 PROBE_PIXEL_M = 1.25e-7
+#: The diffraction file ptychodus keeps beside ``product.h5`` in a workflow directory.
+DIFFRACTION_FILE = "diffraction.h5"
+# ptychodus 1.7's names (it still reads the older ``probe_energy_eV``).
 _ROOT_ATTRS = {
     "detector_object_distance_m": 1.0,
-    "probe_energy_eV": 10000.0,
+    "photon_energy_eV": 10000.0,
     "probe_photon_count": 0.0,
     "exposure_time_s": 0.0,
-    "mass_attenuation_m2_kg": 0.0,
+    "mass_attenuation_m2_per_kg": 0.0,
     "tomography_angle_deg": 0.0,
+    "focus_object_distance_m": 0.0,
+    "tilt_angle_deg": 0.0,
+    "far_field": True,
 }
 
 
@@ -44,9 +56,14 @@ class PtychodusProduct:
         object_pixel_m, probe_pixel_m: pixel sizes in metres (width; height assumed equal).
         object_center_m: ``(x, y)`` of the object centre in metres.
         attrs: root attributes (name, comments, energies, ...).
-        diffraction: float32 ``(M, N, N)`` from ``raw_data/`` or None.
+        diffraction: ``(M, N, N)`` frames, row ``i`` measured at position ``i``: float32
+            amplitudes from ``raw_data/``, or counts from a ptychodus diffraction file; or None.
         loss_values: float64 loss history (may be empty).
-        mask: valid-pixel mask from ``raw_data/mask`` (nonzero = valid) or None.
+        mask: valid-pixel mask (nonzero = valid): ``raw_data/mask``, or the diffraction file's
+            ``bad_pixels`` inverted; or None.
+        diffraction_kind: ``amplitude`` (``raw_data``) or ``counts`` (a diffraction file).
+        diffraction_source: where the frames came from (``raw_data/diffraction`` or
+            ``<file>:patterns``).
     """
 
     xcoords: np.ndarray
@@ -61,6 +78,8 @@ class PtychodusProduct:
     diffraction: np.ndarray | None = None
     loss_values: np.ndarray | None = None
     mask: np.ndarray | None = None
+    diffraction_kind: str = "amplitude"
+    diffraction_source: str = "raw_data/diffraction"
 
     def to_scan_data(self) -> ScanData:
         """A ScanData; needs the ``raw_data/diffraction`` block."""
@@ -71,13 +90,16 @@ class PtychodusProduct:
     def raw_scan(self, name: str) -> RawScan:
         """The product as a :class:`RawScan` (amplitudes, DC centred, positions in pixels)."""
         if self.diffraction is None:
-            raise DataError(f"{name}: ptychodus product has no 'raw_data/diffraction'; it cannot "
-                            "be used as a training/inference scan (write it with include_raw=True)")
+            raise DataError(f"{name}: ptychodus product has no 'raw_data/diffraction' and no "
+                            f"ptychodus diffraction file ({DIFFRACTION_FILE} with 'patterns', "
+                            "'indexes', 'bad_pixels') beside it; it cannot be used as a scan")
         return RawScan(
-            source=name, data=self.diffraction, data_key="raw_data/diffraction",
+            source=name, data=self.diffraction, data_key=self.diffraction_source,
             positions=np.stack([self.xcoords, self.ycoords], axis=1),
-            positions_key="probe_position_x_m", mask=self.mask, mask_key="raw_data/mask",
-            probe=self.probe, probe_key="probe", kind="amplitude", dc="centre",
+            positions_key="probe_position_x_m", mask=self.mask,
+            mask_key="raw_data/mask" if self.diffraction_source.startswith("raw_data")
+            else "bad_pixels",
+            probe=self.probe, probe_key="probe", kind=self.diffraction_kind, dc="centre",
             positions_unit="pixels", object_pixel_m=self.object_pixel_m, object=self.object,
             scan_index=self.scan_index,
             format="ptychodus",
@@ -151,11 +173,24 @@ def save_ptychodus_product(path: str | os.PathLike, data: ScanData, *, name: str
     return out
 
 
-def load_ptychodus_product(path: str | os.PathLike) -> PtychodusProduct:
+def load_ptychodus_product(path: str | os.PathLike,
+                           diffraction: str | os.PathLike | None = None) -> PtychodusProduct:
     """Read a ptychodus product HDF5 file (positions converted from metres to object pixels).
 
+    Args:
+        path: the product file (ptychodus's ``product.h5``, or one written here).
+        diffraction: ptychodus's diffraction file for the frames; default: the product's own
+            ``raw_data/`` block, else ``diffraction.h5`` in the product's directory when it
+            exists (a ptychodus workflow directory).
+
+    Positions: ``x = (probe_position_x_m - center_x_m) / pixel_width_m + W / 2`` (``W`` the
+    object array's width; y likewise), docs/conventions.md §16. A product written here with
+    ``raw_data/xcoords`` keeps those pixel coordinates as written.
+
     Raises:
-        DataError: missing/unreadable file or a missing dataset (message names the file and key).
+        DataError: missing/unreadable file, a missing dataset or attribute, a probe or object
+            of an unexpected rank, positions without a pattern of the same index (the message
+            names the file and key).
     """
     import h5py
 
@@ -174,33 +209,123 @@ def load_ptychodus_product(path: str | os.PathLike) -> PtychodusProduct:
             return f[key]
 
         obj_ds = need("object")
+        obj = _first_plane(np.asarray(obj_ds[()]), name, "object", "(layers, H, W) or (H, W)")
         px = float(obj_ds.attrs.get("pixel_width_m", OBJECT_PIXEL_M))
-        if not px > 0:
-            raise DataError(f"{name}: 'object' attribute pixel_width_m must be > 0, got {px}")
-        x = np.asarray(need("probe_position_x_m")[()], np.float64) / px
-        y = np.asarray(need("probe_position_y_m")[()], np.float64) / px
+        py = float(obj_ds.attrs.get("pixel_height_m", px))
+        if not (px > 0 and py > 0):
+            raise DataError(f"{name}: 'object' attributes pixel_width_m/pixel_height_m must be "
+                            f"> 0 (metres), got {px}, {py}")
+        if not math.isclose(px, py, rel_tol=1e-6):
+            raise DataError(f"{name}: 'object' pixels are {px} x {py} m; ptycho-k3 needs square "
+                            "object pixels")
+        h, w = obj.shape
+        centre = (float(obj_ds.attrs.get("center_x_m", w / 2.0 * px)),
+                  float(obj_ds.attrs.get("center_y_m", h / 2.0 * py)))
+        x_m = np.asarray(need("probe_position_x_m")[()], np.float64)
+        y_m = np.asarray(need("probe_position_y_m")[()], np.float64)
+        if x_m.shape != y_m.shape or x_m.ndim != 1:
+            raise DataError(f"{name}: 'probe_position_x_m' {x_m.shape} and 'probe_position_y_m' "
+                            f"{y_m.shape} must be 1-D of the same length")
+        if "raw_data/xcoords" in f and "raw_data/ycoords" in f:  # written here: pixels as given
+            x = np.asarray(f["raw_data/xcoords"][()], np.float64)
+            y = np.asarray(f["raw_data/ycoords"][()], np.float64)
+        else:
+            x = (x_m - centre[0]) / px + w / 2.0
+            y = (y_m - centre[1]) / py + h / 2.0
         if "probe_position_indexes" in f:
             idx = np.asarray(f["probe_position_indexes"][()], np.int64)
         else:
-            idx = np.zeros(x.shape, np.int64)
+            idx = np.arange(x.size, dtype=np.int64)
         probe_ds = need("probe")
-        probe = np.asarray(probe_ds[()]).astype(np.complex64)
-        if probe.ndim == 3:  # (modes, N, N): keep the first mode
-            probe = probe[0]
-        obj = np.asarray(obj_ds[()]).astype(np.complex64)
-        if obj.ndim == 3:  # (layers, H, W)
-            obj = obj[0]
-        diff = None
-        if "raw_data" in f and "diffraction" in f["raw_data"]:
-            diff = np.asarray(f["raw_data/diffraction"][()], np.float32)
-        mask = np.asarray(f["raw_data/mask"][()]) if "raw_data/mask" in f else None
+        probe = _first_plane(np.asarray(probe_ds[()]), name, "probe",
+                             "(OPR, modes, N, N), (modes, N, N) or (N, N)")
+        attrs = {k: _plain(v) for k, v in f.attrs.items()}
         losses = np.asarray(f["loss_values"][()], np.float64) if "loss_values" in f else None
-        return PtychodusProduct(
-            xcoords=x, ycoords=y, scan_index=idx, probe=probe, object=obj,
-            object_pixel_m=px,
-            probe_pixel_m=float(probe_ds.attrs.get("pixel_width_m", PROBE_PIXEL_M)),
-            object_center_m=(float(obj_ds.attrs.get("center_x_m", 0.0)),
-                             float(obj_ds.attrs.get("center_y_m", 0.0))),
-            attrs={k: _plain(v) for k, v in f.attrs.items()},
-            diffraction=diff, loss_values=losses, mask=mask,
-        )
+        common = dict(
+            xcoords=x, ycoords=y, scan_index=idx, probe=probe.astype(np.complex64),
+            object=obj.astype(np.complex64), object_pixel_m=px,
+            probe_pixel_m=float(probe_ds.attrs.get("pixel_width_m", px)),
+            object_center_m=centre, attrs=attrs, loss_values=losses)
+        if diffraction is None and "raw_data" in f and "diffraction" in f["raw_data"]:
+            mask = np.asarray(f["raw_data/mask"][()]) if "raw_data/mask" in f else None
+            return PtychodusProduct(
+                **common, diffraction=np.asarray(f["raw_data/diffraction"][()], np.float32),
+                mask=mask)
+    diff_path = Path(diffraction) if diffraction is not None else p.parent / DIFFRACTION_FILE
+    if diffraction is None and (not diff_path.is_file() or diff_path.resolve() == p.resolve()):
+        return PtychodusProduct(**common)
+    frames, valid = read_diffraction_file(diff_path, idx, name)
+    return PtychodusProduct(**common, diffraction=frames, mask=valid, diffraction_kind="counts",
+                            diffraction_source=f"{diff_path}:patterns")
+
+
+def _first_plane(a: np.ndarray, name: str, key: str, expected: str) -> np.ndarray:
+    """The first ``(H, W)`` plane of a 2-, 3- or 4-D complex array (first layer / mode)."""
+    if a.ndim < 2 or a.ndim > 4 or (key == "object" and a.ndim == 4):
+        raise DataError(f"{name}: '{key}' has shape {a.shape}; expected {expected}")
+    while a.ndim > 2:
+        a = a[0]
+    return a
+
+
+def read_diffraction_file(path: str | os.PathLike, indexes: np.ndarray, product: str
+                          ) -> tuple[np.ndarray, np.ndarray]:
+    """The frames of ptychodus's diffraction file for the positions ``indexes``.
+
+    Args:
+        path: ``diffraction.h5`` as ptychodus writes it: ``patterns`` ``(P, H, W)`` counts,
+            ``indexes`` ``(P,)`` int, ``bad_pixels`` bool ``(H, W)`` (True = bad).
+        indexes: int64 ``(M,)`` the product's ``probe_position_indexes``.
+        product: the product's name, for messages.
+
+    Returns:
+        ``(frames, valid)``: frames ``(M, H, W)`` as stored, row ``i`` the pattern whose index
+        is ``indexes[i]``; valid bool ``(H, W)`` = not a bad pixel.
+
+    Raises:
+        DataError: unreadable file, missing dataset, a position index without a pattern or with
+            several, a bad-pixel mask of another shape.
+    """
+    import h5py
+
+    dname = str(path)
+    if not Path(path).is_file():
+        raise DataError(f"{product}: diffraction file {dname} not found")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise DataError(f"{dname}: not a readable HDF5 file ({exc})") from None
+    with f:
+        for key in ("patterns", "indexes"):
+            if key not in f:
+                raise DataError(f"{dname}: missing dataset '{key}' of a ptychodus diffraction "
+                                "file (patterns, indexes, bad_pixels)")
+        patterns = f["patterns"]
+        if patterns.ndim != 3:
+            raise DataError(f"{dname}: 'patterns' has shape {patterns.shape}; expected (P, H, W)")
+        pattern_index = np.asarray(f["indexes"][()], np.int64)
+        if pattern_index.shape != (patterns.shape[0],):
+            raise DataError(f"{dname}: 'indexes' has shape {pattern_index.shape}; expected "
+                            f"({patterns.shape[0]},) like 'patterns'")
+        order = np.argsort(pattern_index, kind="stable")
+        sorted_index = pattern_index[order]
+        if np.any(np.diff(sorted_index) == 0):
+            raise DataError(f"{dname}: 'indexes' repeats a pattern index")
+        where = np.searchsorted(sorted_index, indexes)
+        found = (where < sorted_index.size) & (
+            sorted_index[np.minimum(where, sorted_index.size - 1)] == indexes)
+        if not np.all(found):
+            missing = indexes[~found]
+            raise DataError(f"{product}: {missing.size} probe position index(es) (first "
+                            f"{int(missing[0])}) have no pattern in {dname} 'indexes'")
+        rows = order[where]
+        frames = np.asarray(patterns[()])[rows]
+        h, w = frames.shape[1:]
+        valid = np.ones((h, w), bool)
+        if "bad_pixels" in f:
+            bad = np.asarray(f["bad_pixels"][()])
+            if bad.shape != (h, w):
+                raise DataError(f"{dname}: 'bad_pixels' has shape {bad.shape}; expected ({h}, "
+                                f"{w}) like the patterns")
+            valid = ~bad.astype(bool)
+    return frames, valid

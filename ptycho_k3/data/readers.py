@@ -85,6 +85,10 @@ def _detect(p: Path, blob: bytes | None, name: str) -> str:
             return "cxi"
         if keys & _PTYCHODUS_KEYS:
             return "ptychodus"
+        if {"patterns", "indexes"} <= keys:
+            raise DataError(f"{name}: a ptychodus diffraction file (patterns, indexes, "
+                            "bad_pixels) holds no positions or probe; pass the ptychodus product "
+                            "(product.h5) in the same directory, which reads it")
         raise DataError(f"{name}: an HDF5 file with groups {sorted(keys)}: neither CXI "
                         "(entry_1/...) nor a ptychodus product (probe, object, raw_data)")
     if head[:6] == b"\x93NUMPY":

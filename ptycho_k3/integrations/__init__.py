@@ -1,0 +1,1 @@
+"""Adapters that let other applications run ptycho-k3 (imported only on demand)."""
