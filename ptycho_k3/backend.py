@@ -184,24 +184,33 @@ def select(flag: str | None) -> str:
     return activate(resolve_backend(flag), flag_given=flag is not None)
 
 
+#: Packages Keras imports at start-up only for optional integrations no command uses, when they
+#: happen to be installed (scikit-learn for ``keras.wrappers``, pulled in by the ptychodus extra;
+#: pyplot for ``keras.visualization``): ~0.5-0.9 s of a command's cold start on 2 cores. Our own
+#: pictures use ``matplotlib.figure`` and the Agg canvas, never pyplot.
+UNUSED_BY_COMMANDS: tuple[str, ...] = ("sklearn", "matplotlib.pyplot")
+
+
 def skip_unused_frameworks(backend: str) -> list[str]:
-    """Keep Keras, in a fresh command process, from importing frameworks it will not run on.
+    """Keep Keras, in a fresh command process, from importing packages it will not use.
 
     Keras imports JAX whenever it is installed (for an Orbax checkpoint callback), whatever the
     backend; with TensorFlow and torch that costs ~110 MiB of resident memory and ~0.3 s per
-    command. Marking the unused framework packages as absent makes those optional imports fail
-    fast, as they would on a machine without them. Acts only before Keras is imported and only
-    on packages not imported yet; afterwards importing them in this process raises ImportError,
-    so only our command entry points (one backend a process) call this, never library code.
+    command; likewise :data:`UNUSED_BY_COMMANDS`. Marking those packages as absent makes the
+    optional imports fail fast, as they would on a machine without them. Acts only before Keras
+    is imported and only on packages not imported yet; afterwards importing them in this process
+    raises ImportError, so only our command entry points (one backend a process) call this,
+    never library code.
 
     Returns:
         The packages marked absent (empty once Keras is imported).
     """
     if "keras" in sys.modules:
         return []
+    unused = [p for p in ("jax", "tensorflow") if p != _PACKAGE[backend]]
     skipped = []
-    for package in ("jax", "tensorflow"):
-        if package != _PACKAGE[backend] and package not in sys.modules:
+    for package in (*unused, *UNUSED_BY_COMMANDS):
+        if package not in sys.modules:
             sys.modules[package] = None  # type: ignore[assignment]  # the import system's "absent"
             skipped.append(package)
     return skipped
