@@ -77,8 +77,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     install()
     from ptychodus.__main__ import main as ptychodus_main
 
-    sys.argv = ["ptychodus", *args]
-    return int(ptychodus_main() or 0)
+    saved, sys.argv = sys.argv, ["ptychodus", *args]  # ptychodus parses sys.argv itself
+    try:
+        return int(ptychodus_main() or 0)
+    finally:
+        sys.argv = saved
 
 
 if __name__ == "__main__":
