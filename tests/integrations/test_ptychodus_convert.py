@@ -1,5 +1,6 @@
 """ptycho-k3 <-> ptychodus conversions, files written by ptychodus itself, and the library in
-ptychodus's ModelCore (no training; each test well under a few seconds but the ModelCore one)."""
+ptychodus's ModelCore (no training; each test well under a second but the ModelCore one, ~4 s:
+importing ptychodus's model and its plugins)."""
 
 from __future__ import annotations
 
@@ -102,6 +103,13 @@ def test_product_written_by_ptychodus_reads_and_clear_errors(tmp_path):
     d = write_workflow(tmp_path / "wf", x, y, counts, probe, object_shape=shape)
     scan = load_scan(d / "product.h5")
     assert scan.n_positions == x.size and scan.n == N
+    assert scan.object is None  # ptychodus's flat initial guess is no ground truth
+    import h5py
+
+    known = np.exp(1j * np.linspace(0, 2, shape[0] * shape[1])).reshape(shape)
+    with h5py.File(d / "product.h5", "r+") as f:  # a product holding a known object
+        f["object"][...] = known.astype(np.complex64).reshape(f["object"].shape)
+    np.testing.assert_array_equal(load_scan(d / "product.h5").object, known.astype(np.complex64))
     np.testing.assert_allclose(scan.xcoords, x, atol=1e-9)
     with pytest.raises(DataError, match="ptychodus diffraction file.*product.h5"):
         load_scan(d / "diffraction.h5")
@@ -136,6 +144,8 @@ def test_model_core_lists_the_ptycho_k3_algorithms(tmp_path, monkeypatch):
     from ptycho_k3.integrations.ptychodus.launcher import install
 
     monkeypatch.setattr(core, "ProcessingCore", ProcessingCore)  # undone after the test
+    # ptychodus probes pty-chi's devices in a Python subprocess (~4 s); not ours to test.
+    monkeypatch.setattr("ptychodus.model.ptychi.device.probe_devices_via_subprocess", lambda: [])
     monkeypatch.setenv("HOME", str(tmp_path))
     install()
     model = ModelCore()

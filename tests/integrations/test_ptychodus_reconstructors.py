@@ -149,3 +149,13 @@ def test_install_and_remove_plugin(tmp_path, monkeypatch, capsys):
     assert launcher.main(["--remove-plugin"]) == 0 and not target.exists()
     assert launcher.main(["--remove-plugin"]) == 0  # nothing to remove: fine
     assert sys.argv == argv
+
+
+def test_console_script_is_the_launcher():
+    """``ptycho-k3-ptychodus`` runs :func:`launcher.main` (the batch tests call it in-process)."""
+    from importlib.metadata import entry_points
+
+    from ptycho_k3.integrations.ptychodus import launcher
+
+    (ep,) = [e for e in entry_points(group="console_scripts") if e.name == "ptycho-k3-ptychodus"]
+    assert ep.load() is launcher.main

@@ -69,10 +69,12 @@ class ObjectFrame:
         return cx, cy
 
 
-def to_ptychodus_object(obj: np.ndarray, x0: float, y0: float, frame: ObjectFrame,
-                        layer_spacing_m: Any = ()) -> Any:
-    """A ptychodus ``Object`` for ptycho-k3's stitched ``obj`` (complex ``(h, w)``) with origin
-    ``(x0, y0)`` in the input object's pixel frame ``frame``; same pixel size as the input."""
+def to_ptychodus_object(obj: np.ndarray, x0: float, y0: float, frame: ObjectFrame) -> Any:
+    """A single-layer ptychodus ``Object`` for ptycho-k3's stitched ``obj`` (complex
+    ``(h, w)``) whose pixel ``[0, 0]`` is pixel ``(x0, y0)`` (column, row; object pixels, may be
+    fractional) of the input object ``frame``; same pixel size (metres) as the input, centre in
+    metres from :meth:`ObjectFrame.stitched_center`. ValueError for a non-complex or non-2-D
+    array."""
     from ptychodus.api.geometry import PixelGeometry
     from ptychodus.api.object import Object, ObjectCenter
 

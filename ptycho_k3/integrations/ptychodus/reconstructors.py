@@ -268,7 +268,9 @@ def check_ground_truth(path: Path) -> None:
         except DataError:  # not a ptychodus product: ptycho-train checks its labels itself
             return
         where = "the product's object"
-    if obj.size == 0 or np.all(obj == obj.flat[0]):
+    from ptycho_k3.data.ptychodus import is_uniform
+
+    if is_uniform(obj):
         raise ValueError(f"{path}: Supervised training needs ground truth, but {where} is "
                          "uniform (ptychodus's initial guess, not a known object). Export "
                          "training data from a product whose object is known")
