@@ -1,17 +1,23 @@
 """``ptychodus -b train`` / ``-b reconstruct`` through ``ptycho-k3-ptychodus`` on a small
 simulated scan: PINN under each backend against ``ptycho-infer`` on the same files and bundle,
-Iterative and PINN-Refined end to end, Supervised refused without ground truth.
+Iterative and PINN-Refined end to end.
 
-Cost (2 shared cores): before this layout one test took 160-170 s (13 processes: two trainings,
-ptycho-simulate, each ptychodus run as a separate process). Now TIMING_PLACEHOLDER
+Cost (2 cores, shared with other work): the previous layout took 160-170 s (13 processes: two
+trainings, ptycho-simulate, every ptychodus run a process of its own, ptychodus's pty-chi device
+probe in each); this one 66 s in pytest (71 s wall, 90 CPU-s), measured with
+``-m crossbackend --durations=0``. Processes: 1 training child, 5 reconstruction children
+(PINN x 3 backends, Iterative, PINN-Refined), 3 ``ptycho-infer`` references.
 
-- one training (module fixture): the ``ptycho-k3-ptychodus`` console script in a subprocess
-  whose own ``KERAS_BACKEND`` is jax while ``[PtychoK3] Backend`` says torch (the bundle's
-  manifest must say torch: the child takes the backend from the settings); 32 patterns, N 64,
-  1 epoch, ``--n_filters_scale 1``; data simulated with NumPy (tests/reference.py).
-- ptychodus reconstructs in this process through the launcher's ``main`` (the same code the
-  console script runs; its child, ``ptycho-infer`` / ``ptycho-reconstruct``, is a process), while
-  the three ``ptycho-infer`` references run concurrently.
+- Data: 16 patterns, N 64, 128 px object, simulated with NumPy (tests/reference.py), one bad
+  pixel; one training through ptychodus (torch, 1 epoch, BatchSize 8, ``--n_filters_scale 1``)
+  while this process's own ``KERAS_BACKEND`` is jax: the bundle's manifest must say torch (the
+  child takes the backend from ``[PtychoK3] Backend``).
+- ptychodus runs in this process through the launcher's ``main`` (what the console script
+  ``ptycho-k3-ptychodus`` calls, checked in test_ptychodus_reconstructors.py); its children
+  (``ptycho-train``, ``ptycho-infer``, ``ptycho-reconstruct``) are processes. The three
+  ``ptycho-infer`` references run concurrently with them.
+- Supervised without ground truth is refused before any child starts: tested without ptychodus
+  processes in test_ptychodus_reconstructors.py.
 - The bundle ptychodus trains is written by ``ptycho-train`` itself (the child runs
   ``python -m ptycho_k3.cli.train``), so loading it in ptychodus under tensorflow and jax and in
   ``ptycho-infer`` covers both directions: a ptycho-train bundle in ptychodus, a ptychodus-trained
