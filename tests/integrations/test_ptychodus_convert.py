@@ -76,6 +76,16 @@ def test_bad_pixels_become_invalid_and_counts_amplitudes(tmp_path):
     np.testing.assert_allclose(scan.xcoords, arrays["xcoords"], rtol=0, atol=0)
 
 
+def test_a_probe_off_the_detector_grid_is_refused(tmp_path):
+    from ptycho_k3.integrations.ptychodus.convert import scan_arrays
+
+    x, y, counts, probe, shape = _scan()
+    ri = _input(write_workflow(tmp_path, x, y, counts, probe[:32, :32], object_shape=shape))
+    with pytest.raises(ValueError, match=r"'simulated': probe is \(32, 32\), expected "
+                                         r"\(64, 64\) like the diffraction patterns"):
+        scan_arrays(ri)
+
+
 def test_stitched_object_overlays_the_input_exactly(tmp_path):
     """A crop of the input object at (x0, y0), converted back, is where the input is: ptychodus's
     own resampling onto the input geometry returns the input pixels (exact at a whole shift)."""

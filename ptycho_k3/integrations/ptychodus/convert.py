@@ -109,6 +109,10 @@ def scan_arrays(reconstruct_input: Any, *, with_object: bool = False) -> dict[st
     probe = np.asarray(product.probes.get_probe_no_opr().get_array())
     while probe.ndim > 2:  # (modes, N, N): the first mode
         probe = probe[0]
+    if probe.shape != patterns.shape[1:]:
+        raise ValueError(f"product {product.metadata.name!r}: probe is {probe.shape}, expected "
+                         f"{patterns.shape[1:]} like the diffraction patterns (ptycho-k3 needs "
+                         "the probe on the detector's N x N grid)")
     probe_pixel = float(product.probes.get_pixel_geometry().width_m)
     if not math.isclose(probe_pixel, frame.pixel_m, rel_tol=1e-6):
         raise ValueError(f"probe pixel {probe_pixel} m differs from the object pixel "
