@@ -88,7 +88,11 @@ class PtychodusProduct:
         return prepare(self.raw_scan("ptychodus product"))
 
     def raw_scan(self, name: str) -> RawScan:
-        """The product as a :class:`RawScan` (amplitudes, DC centred, positions in pixels)."""
+        """The product as a :class:`RawScan` (amplitudes, DC centred, positions in pixels).
+
+        The product's object is the scan's ground truth (``objectGuess``) unless it is uniform:
+        ptychodus's initial guess, not a known object, so no metrics are computed against it.
+        """
         if self.diffraction is None:
             raise DataError(f"{name}: ptychodus product has no 'raw_data/diffraction' and no "
                             f"ptychodus diffraction file ({DIFFRACTION_FILE} with 'patterns', "
@@ -100,10 +104,20 @@ class PtychodusProduct:
             mask_key="raw_data/mask" if self.diffraction_source.startswith("raw_data")
             else "bad_pixels",
             probe=self.probe, probe_key="probe", kind=self.diffraction_kind, dc="centre",
-            positions_unit="pixels", object_pixel_m=self.object_pixel_m, object=self.object,
+            positions_unit="pixels", object_pixel_m=self.object_pixel_m,
+            object=None if is_uniform(self.object) else self.object,
             scan_index=self.scan_index,
             format="ptychodus",
             metadata={"ptychodus": {k: _plain(v) for k, v in self.attrs.items()}})
+
+
+def is_uniform(obj: np.ndarray | None) -> bool:
+    """True for a missing or empty object or one whose pixels are all equal (ptychodus's
+    initial guess: no ground truth)."""
+    if obj is None or obj.size == 0:
+        return True
+    flat = np.asarray(obj).reshape(-1)
+    return bool(np.all(flat == flat[0]))
 
 
 def _plain(v: Any) -> Any:

@@ -2,6 +2,7 @@
 
 A directory holds what ``ptychodus -b train|reconstruct -i DIR`` reads: ``diffraction.h5``
 (``save_diffraction_data``), ``product.h5`` (``save_product``) and ``settings.ini``.
+:func:`simulate_counts` makes a small consistent scan with NumPy only (no Keras import).
 """
 
 from __future__ import annotations
@@ -13,6 +14,31 @@ import numpy as np
 
 #: 2^-24 m (59.6 nm): pixels <-> metres is exact in binary floating point at this size.
 PIXEL_M = 2.0**-24
+
+
+def simulate_counts(m: int, *, n: int = 64, size: int = 128, photons: float = 1e5,
+                    seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+                                            np.ndarray]:
+    """A scan simulated on the project's forward model, in NumPy (tests/reference.py).
+
+    ``m`` random positions (object pixels, §3) on a ``size`` square ``lines`` object, a Gaussian
+    probe (sigma ``n/8`` px, weak quadratic phase), Poisson counts with ``photons`` per pattern
+    on average. Returns ``(xcoords, ycoords, counts (m, n, n) float64, probe complex64 (n, n),
+    object complex64 (size, size))``.
+    """
+    from ptycho_k3.data.objects import make_object
+
+    from reference import scan_intensities
+
+    rng = np.random.default_rng(seed)
+    obj = make_object("lines", size, rng)
+    r2 = ((np.arange(n) - n / 2)[:, None] ** 2 + (np.arange(n) - n / 2)[None, :] ** 2)
+    probe = (np.exp(-r2 / (2 * (n / 8) ** 2)) * np.exp(1j * 0.002 * r2)).astype(np.complex64)
+    x = rng.uniform(n / 2 + 2, size - n / 2 - 2, m)
+    y = rng.uniform(n / 2 + 2, size - n / 2 - 2, m)
+    intensity = scan_intensities(obj, probe, np.stack([x, y], 1))
+    counts = rng.poisson(intensity * (photons / intensity.sum((1, 2)).mean())).astype(np.float64)
+    return x, y, counts, probe, obj
 
 
 def write_workflow(directory: Path, xcoords: np.ndarray, ycoords: np.ndarray,

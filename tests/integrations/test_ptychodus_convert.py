@@ -1,5 +1,6 @@
 """ptycho-k3 <-> ptychodus conversions, files written by ptychodus itself, and the library in
-ptychodus's ModelCore (no training; each test well under a few seconds but the ModelCore one)."""
+ptychodus's ModelCore (no training; each test well under a second but the ModelCore one, ~4 s:
+importing ptychodus's model and its plugins)."""
 
 from __future__ import annotations
 
@@ -75,6 +76,16 @@ def test_bad_pixels_become_invalid_and_counts_amplitudes(tmp_path):
     np.testing.assert_allclose(scan.xcoords, arrays["xcoords"], rtol=0, atol=0)
 
 
+def test_a_probe_off_the_detector_grid_is_refused(tmp_path):
+    from ptycho_k3.integrations.ptychodus.convert import scan_arrays
+
+    x, y, counts, probe, shape = _scan()
+    ri = _input(write_workflow(tmp_path, x, y, counts, probe[:32, :32], object_shape=shape))
+    with pytest.raises(ValueError, match=r"'simulated': probe is \(32, 32\), expected "
+                                         r"\(64, 64\) like the diffraction patterns"):
+        scan_arrays(ri)
+
+
 def test_stitched_object_overlays_the_input_exactly(tmp_path):
     """A crop of the input object at (x0, y0), converted back, is where the input is: ptychodus's
     own resampling onto the input geometry returns the input pixels (exact at a whole shift)."""
@@ -102,6 +113,13 @@ def test_product_written_by_ptychodus_reads_and_clear_errors(tmp_path):
     d = write_workflow(tmp_path / "wf", x, y, counts, probe, object_shape=shape)
     scan = load_scan(d / "product.h5")
     assert scan.n_positions == x.size and scan.n == N
+    assert scan.object is None  # ptychodus's flat initial guess is no ground truth
+    import h5py
+
+    known = np.exp(1j * np.linspace(0, 2, shape[0] * shape[1])).reshape(shape)
+    with h5py.File(d / "product.h5", "r+") as f:  # a product holding a known object
+        f["object"][...] = known.astype(np.complex64).reshape(f["object"].shape)
+    np.testing.assert_array_equal(load_scan(d / "product.h5").object, known.astype(np.complex64))
     np.testing.assert_allclose(scan.xcoords, x, atol=1e-9)
     with pytest.raises(DataError, match="ptychodus diffraction file.*product.h5"):
         load_scan(d / "diffraction.h5")
@@ -136,6 +154,8 @@ def test_model_core_lists_the_ptycho_k3_algorithms(tmp_path, monkeypatch):
     from ptycho_k3.integrations.ptychodus.launcher import install
 
     monkeypatch.setattr(core, "ProcessingCore", ProcessingCore)  # undone after the test
+    # ptychodus probes pty-chi's devices in a Python subprocess (~4 s); not ours to test.
+    monkeypatch.setattr("ptychodus.model.ptychi.device.probe_devices_via_subprocess", lambda: [])
     monkeypatch.setenv("HOME", str(tmp_path))
     install()
     model = ModelCore()

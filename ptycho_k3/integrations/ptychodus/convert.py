@@ -69,10 +69,12 @@ class ObjectFrame:
         return cx, cy
 
 
-def to_ptychodus_object(obj: np.ndarray, x0: float, y0: float, frame: ObjectFrame,
-                        layer_spacing_m: Any = ()) -> Any:
-    """A ptychodus ``Object`` for ptycho-k3's stitched ``obj`` (complex ``(h, w)``) with origin
-    ``(x0, y0)`` in the input object's pixel frame ``frame``; same pixel size as the input."""
+def to_ptychodus_object(obj: np.ndarray, x0: float, y0: float, frame: ObjectFrame) -> Any:
+    """A single-layer ptychodus ``Object`` for ptycho-k3's stitched ``obj`` (complex
+    ``(h, w)``) whose pixel ``[0, 0]`` is pixel ``(x0, y0)`` (column, row; object pixels, may be
+    fractional) of the input object ``frame``; same pixel size (metres) as the input, centre in
+    metres from :meth:`ObjectFrame.stitched_center`. ValueError for a non-complex or non-2-D
+    array."""
     from ptychodus.api.geometry import PixelGeometry
     from ptychodus.api.object import Object, ObjectCenter
 
@@ -107,6 +109,10 @@ def scan_arrays(reconstruct_input: Any, *, with_object: bool = False) -> dict[st
     probe = np.asarray(product.probes.get_probe_no_opr().get_array())
     while probe.ndim > 2:  # (modes, N, N): the first mode
         probe = probe[0]
+    if probe.shape != patterns.shape[1:]:
+        raise ValueError(f"product {product.metadata.name!r}: probe is {probe.shape}, expected "
+                         f"{patterns.shape[1:]} like the diffraction patterns (ptycho-k3 needs "
+                         "the probe on the detector's N x N grid)")
     probe_pixel = float(product.probes.get_pixel_geometry().width_m)
     if not math.isclose(probe_pixel, frame.pixel_m, rel_tol=1e-6):
         raise ValueError(f"probe pixel {probe_pixel} m differs from the object pixel "

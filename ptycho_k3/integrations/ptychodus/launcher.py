@@ -16,6 +16,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from . import LIBRARY_NAME
 
@@ -36,7 +37,8 @@ def install() -> None:
     class ProcessingCoreWithPtychoK3(base):  # type: ignore[misc, valid-type]
         adds_ptycho_k3 = True
 
-        def __init__(self, task_manager, settings_registry, product_api, algorithm_libraries):
+        def __init__(self, task_manager: Any, settings_registry: Any, product_api: Any,
+                     algorithm_libraries: Sequence[Any]) -> None:
             from .library import PtychoK3ReconstructorLibrary
 
             libraries = list(algorithm_libraries)
@@ -77,8 +79,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     install()
     from ptychodus.__main__ import main as ptychodus_main
 
-    sys.argv = ["ptychodus", *args]
-    return int(ptychodus_main() or 0)
+    saved, sys.argv = sys.argv, ["ptychodus", *args]  # ptychodus parses sys.argv itself
+    try:
+        return int(ptychodus_main() or 0)
+    finally:
+        sys.argv = saved
 
 
 if __name__ == "__main__":

@@ -7,6 +7,10 @@ Each call writes the ptychodus input as a project NPZ that keeps the raw counts
 (object, ``x0``, ``y0``) into a ptychodus ``Product`` whose object overlays the input.
 
 - ``PINN``, ``Supervised``: trainable; reconstruct = ``ptycho-infer`` with the loaded bundle.
+  ``Supervised`` training needs ground-truth objects: the training file's ``objectGuess`` (or
+  ``Y``) is the label, so a file without one, or whose object is uniform (ptychodus's initial
+  guess, as in a ``product.h5`` that was never reconstructed), is refused with a ValueError
+  before any process starts. Export training data from a product that holds a known object.
 - ``PINN-Refined``: trainable; ``ptycho-infer --refine_iterations RefineIterations``.
 - ``Iterative``: ``ptycho-reconstruct --init flat --iterations Iterations`` (no model).
 
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import subprocess
 import sys
@@ -48,8 +53,6 @@ TEST_FILE = "test_data.npz"
 def run_command(command: str, args: list[str], backend: str, log: logging.Logger) -> None:
     """Run ``ptycho_k3.cli.<command>`` in a child Python with ``KERAS_BACKEND=backend``; its
     output lines go to ``log``. RuntimeError with the last lines when it exits non-zero."""
-    import os
-
     argv = [sys.executable, "-m", f"ptycho_k3.cli.{command}", *args, "--backend", backend]
     env = dict(os.environ, KERAS_BACKEND=backend)
     log.info("running %s", " ".join(argv[2:]))
@@ -66,11 +69,26 @@ def run_command(command: str, args: list[str], backend: str, log: logging.Logger
                            f"{status}: " + " | ".join(tail))
 
 
+def refinement_losses(out_dir: Path) -> list[float]:
+    """Per-iteration losses of the first run in ``out_dir/refinement_history.json`` (written by
+    ``ptycho-reconstruct`` and ``ptycho-infer --refine_iterations``: ``{"runs": {label:
+    {"loss": [...]}}}``, the first label being the run whose object is written); [] if absent."""
+    path = out_dir / "refinement_history.json"
+    if not path.is_file():
+        return []
+    runs = json.loads(path.read_text()).get("runs", {})
+    first = next(iter(runs.values()), {}) if isinstance(runs, dict) else {}
+    return [float(v) for v in first.get("loss", [])]
+
+
 def _product(ri: ReconstructInput, out_dir: Path, refine_probe: bool) -> Product:
     """The input product with the reconstructed object (and refined probe, losses)."""
     from ptychodus.api.probe import ProbeSequence
 
-    with np.load(out_dir / "reconstruction.npz", allow_pickle=False) as z:
+    result = out_dir / "reconstruction.npz"
+    if not result.is_file():
+        raise RuntimeError(f"ptycho-k3 wrote no {result.name} in {out_dir}")
+    with np.load(result, allow_pickle=False) as z:
         obj, x0, y0 = z["object"], float(z["x0"]), float(z["y0"])
         probe = z["probe"] if "probe" in z.files else None
     frame = ObjectFrame.of(ri.product.object_)
@@ -78,11 +96,7 @@ def _product(ri: ReconstructInput, out_dir: Path, refine_probe: bool) -> Product
     if refine_probe and probe is not None:
         probes = ProbeSequence(array=np.asarray(probe)[np.newaxis, np.newaxis],
                                opr_weights=None, pixel_geometry=probes.get_pixel_geometry())
-    losses: list[LossValue] = []
-    history = out_dir / "refinement_history.json"
-    if history.is_file():
-        values = json.loads(history.read_text()).get("loss", [])
-        losses = [LossValue(i, float(v)) for i, v in enumerate(values)]
+    losses = [LossValue(i, v) for i, v in enumerate(refinement_losses(out_dir))]
     return Product(metadata=ri.product.metadata, probe_positions=ri.product.probe_positions,
                    probes=probes, object_=to_ptychodus_object(obj, x0, y0, frame),
                    losses=losses)
@@ -184,6 +198,8 @@ class PtychoK3TrainableReconstructor(PtychoK3Reconstructor, TrainableReconstruct
         s = self._settings
         backend = s.backend_name()
         data, test = training_files(Path(input_path))
+        if self._model_type == "supervised":
+            check_ground_truth(data)
         out = Path(output_path)
         args = ["--train_data_file", str(data), "--output_dir", str(out),
                 "--model_type", self._model_type, "--gridsize", str(s.gridsize.get_value()),
@@ -219,6 +235,45 @@ def training_files(input_path: Path) -> tuple[Path, Path | None]:
             return input_path / name, test_file
     raise ValueError(f"{input_path}: no training data: expected {TRAINING_FILE} (written by "
                      "export training data) or ptychodus's product.h5 with diffraction.h5")
+
+
+def check_ground_truth(path: Path) -> None:
+    """Refuse supervised training on ``path`` without a usable ground-truth object.
+
+    The labels are the file's ``Y`` patches or its ``objectGuess`` (an NPZ), or the object of a
+    ptychodus ``product.h5`` (other formats are left to ``ptycho-train``, which refuses a file
+    without labels itself). ptychodus products usually hold its initial guess, a uniform
+    object, which would train the network towards a constant; that is refused too.
+
+    Raises:
+        ValueError: naming the file and what is missing.
+    """
+    if path.suffix.lower() == ".npz":
+        with np.load(path, allow_pickle=False) as z:
+            if "Y" in z.files:
+                return
+            if "objectGuess" not in z.files:
+                raise ValueError(f"{path}: Supervised training needs ground truth: key "
+                                 "'objectGuess' (complex (H, W)) or 'Y' (patches); this file has "
+                                 f"neither (keys: {', '.join(sorted(z.files))}). Export training "
+                                 "data from a product whose object is known")
+            obj = np.asarray(z["objectGuess"])
+        where = "key 'objectGuess'"
+    else:
+        from ptycho_k3.data import DataError
+        from ptycho_k3.data.ptychodus import load_ptychodus_product
+
+        try:
+            obj = load_ptychodus_product(path).object
+        except DataError:  # not a ptychodus product: ptycho-train checks its labels itself
+            return
+        where = "the product's object"
+    from ptycho_k3.data.ptychodus import is_uniform
+
+    if is_uniform(obj):
+        raise ValueError(f"{path}: Supervised training needs ground truth, but {where} is "
+                         "uniform (ptychodus's initial guess, not a known object). Export "
+                         "training data from a product whose object is known")
 
 
 def build_reconstructors(settings: PtychoK3Settings, log: logging.Logger) -> list[Reconstructor]:
