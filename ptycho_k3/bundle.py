@@ -115,7 +115,7 @@ def _fresh_weights(models: Any, tmp: Path) -> dict[str, Path]:
     """
     from ptycho_k3.model import build_model
 
-    fresh = build_model(models.config, loss=models.training.loss_spec)
+    fresh = build_model(models.config, loss=models.training.loss_spec, random_init=False)
     fresh.training.set_weights(models.training.get_weights())
     out = {}
     for name, model in zip(MODEL_NAMES, (fresh.training, fresh.inference), strict=True):
@@ -349,7 +349,7 @@ def load_bundle(path: str | os.PathLike, precision: str | None = None) -> Bundle
             except ValueError as exc:
                 raise BundleError(f"{info.path}: unreadable {PROBE_MEMBER} ({exc})") from None
         # The loss only matters for training; the probe and scale come from the weights.
-        models = build_model(config)
+        models = build_model(config, random_init=False)  # every weight is loaded next
         for name, model in zip(MODEL_NAMES, (models.training, models.inference), strict=True):
             member = f"{name}/{WEIGHTS_FILE}"
             target = Path(tmp) / name / WEIGHTS_FILE

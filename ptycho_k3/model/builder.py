@@ -22,7 +22,7 @@ from ptycho_k3.layers import (
     decoded_support,
 )
 
-from .networks import decoder, encoder
+from .networks import ConvStyle, decoder, encoder
 from .ptycho_model import PtychoModel
 
 
@@ -69,6 +69,8 @@ def build_model(
     probe: np.ndarray | None = None,
     intensity_scale: float | None = None,
     loss: LossSpec | None = None,
+    *,
+    random_init: bool = True,
 ) -> ModelPair:
     """Build the PtychoPINN (or supervised) models for ``config``.
 
@@ -78,6 +80,9 @@ def build_model(
             normalised with ``config.probe_scale`` (docs/conventions.md §6) and held as real weights.
         intensity_scale: initial ``s`` (default ``physics.intensity_scale(DEFAULT_NPHOTONS, N)``).
         loss: the resolved loss (default: ``resolve_loss(config.model_type)``).
+        random_init: False when every weight is about to be overwritten (loading a bundle):
+            conv kernels start at zero instead of drawing random values (see
+            :class:`~ptycho_k3.model.networks.ConvStyle`).
     """
     allocator.tune()  # library callers that never went through backend.activate
     n, c, cp = config.N, config.group_size, config.object_channels
@@ -101,11 +106,11 @@ def build_model(
     x = scaler(x_in, inverse=True)
     if fmt == "channels_first":
         x = layers.Permute((3, 1, 2), name="to_channels_first")(x)
-    z = encoder(x, n, nfs, act, net_dtype, fmt)
+    style = ConvStyle(act, net_dtype, fmt, "glorot_uniform" if random_init else "zeros")
+    z = encoder(x, n, nfs, style)
     amp = decoder(z, n, nfs, cp, config.amp_activation, config.pad_object, config.probe_big, "amp",
-                  act, net_dtype, fmt)
-    phase = decoder(z, n, nfs, cp, "phase", config.pad_object, config.probe_big, "phase", act,
-                    net_dtype, fmt)
+                  style)
+    phase = decoder(z, n, nfs, cp, "phase", config.pad_object, config.probe_big, "phase", style)
     obj = PolarToComplex(data_format=fmt, name="polar")([amp, phase])
     if fmt == "channels_first":  # the decoded-patch outputs are channels-last, like the labels
         amp = layers.Permute((2, 3, 1), name="amp_channels_last")(amp)
