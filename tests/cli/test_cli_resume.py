@@ -1,6 +1,13 @@
 """ptycho-train's checkpoints through the real command: --resume continues a run in its own
 directory, a resumed run refuses changed settings, SIGINT stops after the current step with the
-bundle of the last completed epoch (exit 130). Subprocesses under the suite's backend."""
+bundle of the last completed epoch (exit 130).
+
+Run once (marked crossbackend), under torch: what these test is the command's own code (resume
+settings, signal handling, exit codes), the same on every backend, and each costs real training
+subprocesses (~60-90 s a backend). The checkpoint/resume semantics themselves (bit-exact resumed
+training, NaN handling, a signal between steps, foreign checkpoints) are tested per backend
+in-process by
+tests/model/test_checkpoint.py."""
 
 from __future__ import annotations
 
@@ -20,10 +27,11 @@ ARGS = ("--N", "64", "--n_filters_scale", "1", "--n_groups", "32", "--batch_size
         "--early_stopping_patience", "9", "--seed", "3")
 
 
-def _backend() -> str:
-    from ptycho_k3.backend import resolve_backend
+pytestmark = pytest.mark.crossbackend
 
-    return resolve_backend(None)
+
+def _backend() -> str:
+    return "torch"
 
 
 @pytest.fixture(scope="module")
