@@ -6,8 +6,7 @@ Run once (marked crossbackend), under torch: what these test is the command's ow
 settings, signal handling, exit codes), the same on every backend, and each costs real training
 subprocesses (~60-90 s a backend). The checkpoint/resume semantics themselves (bit-exact resumed
 training, NaN handling, a signal between steps, foreign checkpoints) are tested per backend
-in-process by
-tests/model/test_checkpoint.py."""
+in-process by tests/model/test_checkpoint.py."""
 
 from __future__ import annotations
 
