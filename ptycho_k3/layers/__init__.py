@@ -3,6 +3,7 @@
 """
 
 from .border_mask import BorderMask, decoded_support
+from .conv2d import Conv2D
 from .far_field import FarField
 from .intensity_scale import IntensityScale
 from .object_canvas import ObjectCanvas
@@ -15,6 +16,7 @@ from .trim_object import TrimObject
 
 __all__ = [
     "BorderMask",
+    "Conv2D",
     "FarField",
     "IntensityScale",
     "ObjectCanvas",

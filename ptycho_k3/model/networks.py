@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from keras import layers
 
-from ptycho_k3.layers import BorderMask, PiTanh, SliceChannels
+from ptycho_k3.layers import BorderMask, Conv2D, PiTanh, SliceChannels
 
 BORDER_CHANNELS = 4  # the decoder's last 4 channels feed the probe_big border branch
 
@@ -60,8 +60,8 @@ class ConvStyle:
     kernel_init: str = "glorot_uniform"
 
 
-def _conv(filters: int, name: str, activation: str | None, style: ConvStyle) -> layers.Conv2D:
-    return layers.Conv2D(filters, 3, padding="same", activation=activation, name=name,
+def _conv(filters: int, name: str, activation: str | None, style: ConvStyle) -> Conv2D:
+    return Conv2D(filters, 3, padding="same", activation=activation, name=name,
                          dtype=style.dtype, data_format=style.fmt,
                          kernel_initializer=style.kernel_init)
 
