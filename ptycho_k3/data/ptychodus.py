@@ -111,6 +111,19 @@ class PtychodusProduct:
             metadata={"ptychodus": {k: _plain(v) for k, v in self.attrs.items()}})
 
 
+
+def _open_hdf5(path: Path, not_found: str) -> Any:
+    """``h5py.File(path, "r")``; DataError ``not_found`` when absent, or naming the file when
+    it is not HDF5."""
+    import h5py
+
+    if not path.is_file():
+        raise DataError(not_found)
+    try:
+        return h5py.File(path, "r")
+    except OSError as exc:
+        raise DataError(f"{path}: not a readable HDF5 file ({exc})") from None
+
 def is_uniform(obj: np.ndarray | None) -> bool:
     """True for a missing or empty object or one whose pixels are all equal (ptychodus's
     initial guess: no ground truth)."""
@@ -206,17 +219,9 @@ def load_ptychodus_product(path: str | os.PathLike,
             of an unexpected rank, positions without a pattern of the same index (the message
             names the file and key).
     """
-    import h5py
-
     p = Path(path)
     name = str(p)
-    if not p.is_file():
-        raise DataError(f"{name}: file not found")
-    try:
-        f = h5py.File(p, "r")
-    except OSError as exc:
-        raise DataError(f"{name}: not a readable HDF5 file ({exc})") from None
-    with f:
+    with _open_hdf5(p, f"{name}: file not found") as f:
         def need(key: str) -> Any:
             if key not in f:
                 raise DataError(f"{name}: missing dataset '{key}' of a ptychodus product")
@@ -300,16 +305,8 @@ def read_diffraction_file(path: str | os.PathLike, indexes: np.ndarray, product:
         DataError: unreadable file, missing dataset, a position index without a pattern or with
             several, a bad-pixel mask of another shape.
     """
-    import h5py
-
     dname = str(path)
-    if not Path(path).is_file():
-        raise DataError(f"{product}: diffraction file {dname} not found")
-    try:
-        f = h5py.File(path, "r")
-    except OSError as exc:
-        raise DataError(f"{dname}: not a readable HDF5 file ({exc})") from None
-    with f:
+    with _open_hdf5(Path(path), f"{product}: diffraction file {dname} not found") as f:
         for key in ("patterns", "indexes"):
             if key not in f:
                 raise DataError(f"{dname}: missing dataset '{key}' of a ptychodus diffraction "
