@@ -196,9 +196,12 @@ def main(argv: list[str] | None = None) -> int:
         table = markdown(others, backends, header(args.quick, started, seconds, loads))
         (args.out_dir / "latest.md").write_text(table)
         plot_throughput(others, backends, args.out_dir / "throughput.png")
-        plot_scaling(others, backends, args.out_dir / "scaling.png")
+        plots = ["throughput.png"]
+        if "scaling" in args.measures:  # else the plot would be empty
+            plot_scaling(others, backends, args.out_dir / "scaling.png")
+            plots.append("scaling.png")
         print(table)
-        print(f"wrote {args.out_dir}/latest.json, latest.md, throughput.png, scaling.png")
+        print(f"wrote {args.out_dir}/latest.json, latest.md, {', '.join(plots)}")
     if "refine" in args.measures:
         write_refine(refine, backends, args.out_dir,
                      header(args.quick, started, seconds, loads, "ptycho-k3 refinement benchmark",
