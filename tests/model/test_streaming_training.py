@@ -89,7 +89,14 @@ def test_batches_equal_the_eager_arrays(files: tuple[Path, Path]) -> None:
 @pytest.mark.parametrize("gridsize", [1, 2])
 def test_lazy_training_equals_eager_training(files: tuple[Path, Path], gridsize: int) -> None:
     """Two epochs from the memory-mapped file (groups gathered per batch) and from the
-    in-memory file (groups as arrays): identical weights and history."""
+    in-memory file (groups as arrays): identical weights and history.
+
+    Gridsize 2 runs under PyTorch only (suite time, ~20 s a backend): what it adds over
+    gridsize 1 is the NumPy gathering of 4-member groups, the same code on every backend."""
+    import keras
+
+    if gridsize == 2 and keras.backend.backend() != "torch":
+        pytest.skip("gridsize 2 data path is backend-independent; checked under torch")
     stored, packed = files
     config = _config(gridsize)
     lazy_scan, eager_scan = load_npz(stored), load_npz(packed)
