@@ -6,8 +6,8 @@ fresh ``mmap`` and returned to the kernel on ``free``, and blocks below the (dyn
 threshold are trimmed from the heap top as soon as 2x the threshold is free, so the next call
 touches brand-new pages: tens of thousands of page faults (each a zero-filled 4 KiB page) per
 forward pass. Measured on the 2-core AVX-512 machine, inference model, batch 32, N 64 gs1
-(``benchmarks/measures/gflops.py``): PyTorch 68k -> 4k minor faults per pass, system time 0.10 ->
-0.01 s per pass; JAX 48k -> 21k faults; TensorFlow, whose CPU allocator already pools, ~100
+(``benchmarks/measures/gflops.py``): PyTorch 50-68k -> ~1 minor fault per pass, system time 0.10 -> 0.00
+s per pass; JAX 48k -> 21k faults; TensorFlow, whose CPU allocator already pools, ~100
 faults either way. PyTorch's and XLA's CPU allocators call ``malloc`` directly, so this is the
 one place to fix it for every backend.
 
