@@ -111,7 +111,6 @@ class PtychodusProduct:
             metadata={"ptychodus": {k: _plain(v) for k, v in self.attrs.items()}})
 
 
-
 def _open_hdf5(path: Path, not_found: str) -> Any:
     """``h5py.File(path, "r")``; DataError ``not_found`` when absent, or naming the file when
     it is not HDF5."""
@@ -123,6 +122,19 @@ def _open_hdf5(path: Path, not_found: str) -> Any:
         return h5py.File(path, "r")
     except OSError as exc:
         raise DataError(f"{path}: not a readable HDF5 file ({exc})") from None
+
+
+def positions_to_pixels(x_m: np.ndarray, y_m: np.ndarray, centre_m: tuple[float, float],
+                        pixel_m: float, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """ptychodus positions (metres) -> ptycho-k3 object pixels ``(x, y)`` (docs/conventions.md
+    §16): ``x = (x_m - centre_x) / pixel_m + W / 2`` for an object array of ``shape (H, W)``
+    centred at ``centre_m`` (y likewise): ptychodus's centred-pixel geometry plus our N/2 patch
+    reference, half a pixel from ptychodus's own object-pixel coordinates."""
+    h, w = shape
+    x = (np.asarray(x_m, np.float64) - centre_m[0]) / pixel_m + w / 2.0
+    y = (np.asarray(y_m, np.float64) - centre_m[1]) / pixel_m + h / 2.0
+    return x, y
+
 
 def is_uniform(obj: np.ndarray | None) -> bool:
     """True for a missing or empty object or one whose pixels are all equal (ptychodus's
@@ -249,8 +261,7 @@ def load_ptychodus_product(path: str | os.PathLike,
             x = np.asarray(f["raw_data/xcoords"][()], np.float64)
             y = np.asarray(f["raw_data/ycoords"][()], np.float64)
         else:
-            x = (x_m - centre[0]) / px + w / 2.0
-            y = (y_m - centre[1]) / py + h / 2.0
+            x, y = positions_to_pixels(x_m, y_m, centre, px, (h, w))
         if "probe_position_indexes" in f:
             idx = np.asarray(f["probe_position_indexes"][()], np.int64)
         else:
@@ -276,6 +287,17 @@ def load_ptychodus_product(path: str | os.PathLike,
     frames, valid = read_diffraction_file(diff_path, idx, name)
     return PtychodusProduct(**common, diffraction=frames, mask=valid, diffraction_kind="counts",
                             diffraction_source=f"{diff_path}:patterns")
+
+
+def load_product_object(path: str | os.PathLike) -> np.ndarray:
+    """Only the object of a ptychodus product: its first layer ``(H, W)`` as stored (no frames
+    read). DataError when the file is missing, not HDF5 or has no ``object``."""
+    name = str(path)
+    with _open_hdf5(Path(path), f"{name}: file not found") as f:
+        if "object" not in f:
+            raise DataError(f"{name}: missing dataset 'object' of a ptychodus product")
+        return _first_plane(np.asarray(f["object"][()]), name, "object",
+                            "(layers, H, W) or (H, W)")
 
 
 def _first_plane(a: np.ndarray, name: str, key: str, expected: str) -> np.ndarray:

@@ -55,10 +55,12 @@ class ObjectFrame:
                    float(g.center_x_m), float(g.center_y_m))
 
     def to_pixels(self, x_m: np.ndarray, y_m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """float64 ``(M,)`` positions in metres -> ptycho-k3 object pixels ``(x, y)``."""
-        x = (np.asarray(x_m, np.float64) - self.center_x_m) / self.pixel_m + self.width_px / 2.0
-        y = (np.asarray(y_m, np.float64) - self.center_y_m) / self.pixel_m + self.height_px / 2.0
-        return x, y
+        """float64 ``(M,)`` positions in metres -> ptycho-k3 object pixels ``(x, y)``
+        (:func:`ptycho_k3.data.ptychodus.positions_to_pixels`)."""
+        from ptycho_k3.data.ptychodus import positions_to_pixels
+
+        return positions_to_pixels(x_m, y_m, (self.center_x_m, self.center_y_m), self.pixel_m,
+                                   (self.height_px, self.width_px))
 
     def stitched_center(self, x0: float, y0: float, width_px: int, height_px: int
                         ) -> tuple[float, float]:

@@ -261,10 +261,10 @@ def check_ground_truth(path: Path) -> None:
         where = "key 'objectGuess'"
     else:
         from ptycho_k3.data import DataError
-        from ptycho_k3.data.ptychodus import load_ptychodus_product
+        from ptycho_k3.data.ptychodus import load_product_object
 
         try:
-            obj = load_ptychodus_product(path).object
+            obj = load_product_object(path)
         except DataError:  # not a ptychodus product: ptycho-train checks its labels itself
             return
         where = "the product's object"
