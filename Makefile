@@ -8,6 +8,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 BACKENDS ?= tensorflow torch jax
 PYTEST_ARGS ?=
+# pytest-xdist workers per stage (tests/conftest.py gives each one compute thread); 0 = no xdist.
+TEST_WORKERS ?= 2
 STAMP := $(VENV)/.ptycho-k3-installed
 
 export TF_CPP_MIN_LOG_LEVEL ?= 2
@@ -46,10 +48,10 @@ test: $(STAMP)
 	@set -e; start=$$(date +%s); \
 	for b in $(BACKENDS); do \
 	  echo "=== pytest under KERAS_BACKEND=$$b ==="; \
-	  $(TEST_ENV) KERAS_BACKEND=$$b $(PY) -m pytest -m "not crossbackend and not slow" -p no:cacheprovider $(PYTEST_ARGS); \
+	  $(TEST_ENV) KERAS_BACKEND=$$b $(PY) -m pytest -m "not crossbackend and not slow" -p no:cacheprovider -n $(TEST_WORKERS) $(PYTEST_ARGS); \
 	done; \
 	echo "=== cross-backend agreement (one subprocess per backend) ==="; \
-	$(TEST_ENV) $(PY) -m pytest -m crossbackend -p no:cacheprovider $(PYTEST_ARGS); \
+	$(TEST_ENV) $(PY) -m pytest -m crossbackend -p no:cacheprovider -n $(TEST_WORKERS) $(PYTEST_ARGS); \
 	echo "=== whole suite: $$(( $$(date +%s) - start )) s ==="
 
 demo: $(STAMP)

@@ -9,6 +9,42 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Under pytest-xdist (``make test`` runs two workers) each worker computes on one thread:
+    # the suite's arrays are small, and two workers whose OpenMP/Eigen pools each want every
+    # core spin against each other (PyTorch several times slower). Set before any framework
+    # (or NumPy's BLAS) is imported; subprocesses started by tests inherit it.
+    for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                 "TF_NUM_INTRAOP_THREADS"):
+        os.environ.setdefault(_var, "1")
+
+
+def _jax_compilation_cache() -> None:
+    """One JAX persistent compilation cache per pytest run, empty at the start.
+
+    Every ``train``/``build_model`` call makes new jitted functions, so JAX recompiles programs
+    it has compiled before in this run (same model, same shapes): a checkpoint-resume test
+    compiles one training step three times. The cache (keyed by the program, not the function
+    object) turns the repeats into reads, and subprocesses started by tests (the command-line
+    and cross-backend workers) share it through the environment. Measured under JAX on 2 cores:
+    tests/model/test_checkpoint.py 89 -> 50 s. It starts empty and is deleted at exit, so no
+    state survives between runs; a ``JAX_COMPILATION_CACHE_DIR`` set by the caller wins.
+    """
+    import atexit
+    import shutil
+    import tempfile
+
+    if "JAX_COMPILATION_CACHE_DIR" in os.environ:
+        return
+    cache = tempfile.mkdtemp(prefix="ptycho-k3-test-jax-cache-")
+    atexit.register(shutil.rmtree, cache, ignore_errors=True)
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = cache
+    # JAX stores only programs that took >= 1 s to compile by default; a training step here
+    # takes less on some machines.
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.1")
+
+
+_jax_compilation_cache()
 
 from pathlib import Path  # noqa: E402
 
@@ -42,33 +78,39 @@ def oracle():
 
 @pytest.fixture(scope="session")
 def tiny_trained_pinn():
-    """A PINN trained briefly under the suite's backend, and its reconstruction of a test scan.
-
-    Train: ``lines`` object with phase, N 64, 256 patterns, 1e9 photons, 128 groups, 20 epochs
-    of 16 steps (n_filters_scale 1), no early stopping. Test: another object of the same kind,
-    same positions. Returns ``(reconstruction, test_scan)`` with the predicted patches kept.
-
-    Why 20 epochs without early stopping: the loss first sits on a plateau (~7.6e3) that a run
-    leaves after a seed- and backend-dependent number of epochs; with 8 epochs and patience 3,
-    early stopping ended some runs on it (amplitude r 0.06-0.34 under torch for seeds 1-3,
-    0.10 under TensorFlow for seed 2). With 20 epochs seed 1 left it under every backend
-    (r = 0.81 torch, 0.86 TensorFlow, 0.85 JAX).
+    """The suite's briefly trained PINN (recipe and regeneration: ``tests/tiny_pinn.py``),
+    loaded from its committed bundle under the suite's backend, and its reconstruction of the
+    recipe's test scan. Returns ``(reconstruction, test_scan)`` with the predicted patches kept.
     """
-    from ptycho_k3.config import ModelConfig, TrainingConfig
-    from ptycho_k3.data import simulate_train_test
-    from ptycho_k3.infer import reconstruct
-    from ptycho_k3.train import train
+    from tiny_pinn import BUNDLE, tiny_scans
 
-    train_scan, test_scan = simulate_train_test("lines", 64, n_images=256, nphotons=1e9, seed=3,
-                                                object_size=192)
-    cfg = TrainingConfig(model=ModelConfig(n_filters_scale=1), nepochs=20, n_groups=128,
-                         batch_size=8, seed=1, learning_rate=2e-3, early_stopping_patience=20)
-    result = train(cfg, train_scan, verbose=0)
-    return reconstruct(result.models, test_scan, input_scale=result.input_scale), test_scan
+    from ptycho_k3.bundle import load_bundle
+    from ptycho_k3.infer import reconstruct
+
+    bundle = load_bundle(BUNDLE)
+    _, test_scan = tiny_scans()
+    return reconstruct(bundle.models, test_scan, input_scale=bundle.input_scale), test_scan
 
 
 def pytest_report_header(config):
     return f"keras backend (KERAS_BACKEND): {os.environ.get('KERAS_BACKEND', 'tensorflow')}"
+
+
+def pytest_sessionfinish(session):
+    """Under pytest-xdist, hand this worker's summary lines to the controller."""
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        from xb_report import LINES
+
+        workeroutput["xb_lines"] = list(LINES)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    """pytest-xdist controller: collect a finished worker's summary lines."""
+    from xb_report import LINES
+
+    LINES.extend(getattr(node, "workeroutput", {}).get("xb_lines", []))
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
