@@ -84,18 +84,46 @@ def _progress(done: int, total: int) -> None:
 
 def predict_objects(models: ModelPair, x: np.ndarray | GroupedDiffraction, offsets: np.ndarray,
                     start: int, stop: int, input_scale: float = 1.0,
-                    predict: distribute.Predictor | None = None) -> np.ndarray:
+                    predict: distribute.Predictor | None = None,
+                    pad_to: int | None = None) -> np.ndarray:
     """Trimmed objects of groups ``[start, stop)`` as complex64 ``(b, N, N)``.
 
     ``x`` is normalised diffraction ``(B, N, N, C)`` (an array or gathered on demand); it is
     multiplied by ``input_scale`` one batch at a time, so no scaled copy of the scan is made.
     ``predict``: the batch's forward pass (default ``models.inference.predict_on_batch``; under
-    ``--distribute`` :meth:`ptycho_k3.distribute.ShardPlan.predictor`).
+    ``--distribute`` :meth:`ptycho_k3.distribute.ShardPlan.predictor`). ``pad_to``: a batch
+    shorter than this is padded with zero rows to that length before the forward pass (and the
+    padding dropped after), so the network sees one batch shape only.
     """
     xb = np.multiply(x[start:stop], np.float32(input_scale), dtype=np.float32)
-    out = (predict or models.inference.predict_on_batch)((xb, offsets[start:stop]))
-    out = np.asarray(out)
+    ob = offsets[start:stop]
+    rows = len(xb)
+    if pad_to is not None and rows < pad_to:
+        xb = _zero_pad_rows(xb, pad_to)
+        ob = _zero_pad_rows(ob, pad_to)
+    out = (predict or models.inference.predict_on_batch)((xb, ob))
+    out = np.asarray(out)[:rows]
     return (out[..., 0] + 1j * out[..., 1]).astype(np.complex64)
+
+
+def _zero_pad_rows(a: np.ndarray, rows: int) -> np.ndarray:
+    padded = np.zeros((rows, *a.shape[1:]), dtype=a.dtype)
+    padded[: len(a)] = a
+    return padded
+
+
+def _fixed_batch_shape(total: int, batch_size: int) -> int | None:
+    """The row count every batch is padded to, or None to predict the last batch as it is.
+
+    JAX compiles the forward pass once per input shape and TensorFlow retraces it, so a shorter
+    last batch costs a second compilation (~1 s on 2 cores, more than predicting the padding
+    rows); PyTorch runs eagerly and gains nothing from padding.
+    """
+    import keras
+
+    if total <= batch_size or keras.backend.backend() == "torch":
+        return None
+    return batch_size
 
 
 def reconstruct(models: ModelPair, data: ScanData, *, input_scale: float,
@@ -140,14 +168,14 @@ def reconstruct(models: ModelPair, data: ScanData, *, input_scale: float,
     centres = grouped.centres()
     stitcher = StreamingStitcher(centres, cfg.N, M)
     predict = distribute.setup(distribute_mode).predictor(models.inference)
+    pad_to = _fixed_batch_shape(total := grouped.n_groups, batch_size)
     kept = []
     t_pred = t_stitch = 0.0
-    total = grouped.n_groups
     for start in range(0, total, batch_size):
         stop = min(start + batch_size, total)
         t0 = time.perf_counter()
         obj = predict_objects(models, grouped.diffraction, offsets, start, stop, input_scale,
-                              predict)
+                              predict, pad_to)
         t1 = time.perf_counter()
         stitcher.add(obj, centres[start:stop])
         t_stitch += time.perf_counter() - t1

@@ -7,7 +7,7 @@ import pytest
 
 from ptycho_k3.config import ModelConfig, TrainingConfig
 from ptycho_k3.data import DataError, simulate_train_test
-from ptycho_k3.infer import inference_group_count, reconstruct
+from ptycho_k3.infer import _fixed_batch_shape, inference_group_count, reconstruct
 from ptycho_k3.train import GroupBatches, split_groups, train
 
 
@@ -46,6 +46,18 @@ def test_pinn_training_lowers_the_loss_and_trains_the_scale(scans):
     # the origin puts the stitched image in the object frame: it starts near min(pos) - M/2
     assert rec.stitched.x0 == int(np.floor(rec.centres[:, 0].min())) - 10
     assert rec.seconds_predict > 0 and rec.seconds_stitch >= 0
+
+    # 96 groups in batches of 40: under JAX/TensorFlow the last batch of 16 is padded to 40 rows
+    # (one compiled shape); the objects equal one batch of 96 up to float32 conv/FFT rounding
+    # (a different batch shape may pick another kernel: ~1e-6 relative, 1e-5 allowed).
+    import keras
+
+    assert _fixed_batch_shape(96, 40) == (None if keras.backend.backend() == "torch" else 40)
+    assert _fixed_batch_shape(40, 40) is None
+    split = reconstruct(res.models, test_scan, input_scale=res.input_scale, batch_size=40)
+    whole = reconstruct(res.models, test_scan, input_scale=res.input_scale, batch_size=96)
+    scale = np.abs(whole.patches).max()
+    np.testing.assert_allclose(split.patches, whole.patches, rtol=0, atol=1e-5 * scale)
 
 
 def test_gridsize_2_trains_and_reconstructs(scans):
