@@ -49,7 +49,8 @@ class Settings:
         quality_test_patterns: patterns reconstructed and scored.
         gflops_repeats: timed repeats of each matmul / forward pass.
         cli_repeats: timed CLI cold starts (after one untimed one that warms the disk cache).
-        cli_patterns: patterns of the CLI end-to-end inference (issue 15: 1,000).
+        cli_patterns: scan sizes of the CLI end-to-end inference (issue 15: the original's
+            543-pattern scan, and 1,000).
         refine_positions: scan positions of the realistic (LCLS fixture) refinement scan.
         refine_iterations: fixed iteration budget of our refinement runs (flat and PINN start).
         refine_peer_iterations: iteration (epoch) budget of the pty-chi runs.
@@ -74,7 +75,7 @@ class Settings:
     quality_test_patterns: int
     gflops_repeats: int
     cli_repeats: int
-    cli_patterns: int
+    cli_patterns: tuple[int, ...]
     refine_positions: int
     refine_iterations: int
     refine_peer_iterations: int
@@ -89,7 +90,7 @@ class Settings:
 QUICK = Settings(
     quick=True, train_groups=512, train_epochs=0, train_steps=(4, 3, 2, 4), infer_patterns=192,
     infer_repeats=2, scaling_patterns=(64, 256), quality_groups=256, quality_epochs=2,
-    quality_test_patterns=192, gflops_repeats=5, cli_repeats=1, cli_patterns=256,
+    quality_test_patterns=192, gflops_repeats=5, cli_repeats=1, cli_patterns=(256,),
     refine_positions=1000, refine_iterations=15, refine_peer_iterations=15,
     refine_speed_iterations=6, refine_speed_repeats=2, refine_pinn_groups=256,
     refine_pinn_epochs=2, train_rss_patterns=(1000, 4000), train_rss_steps=20,
@@ -98,7 +99,8 @@ QUICK = Settings(
 FULL = Settings(
     quick=False, train_groups=512, train_epochs=3, train_steps=(8, 6, 6, 8), infer_patterns=1024,
     infer_repeats=3, scaling_patterns=(1000, 4000, 16000, 64000), quality_groups=512,
-    quality_epochs=10, quality_test_patterns=1024, gflops_repeats=5, cli_repeats=3, cli_patterns=1000,
+    quality_epochs=10, quality_test_patterns=1024, gflops_repeats=5, cli_repeats=3,
+    cli_patterns=(543, 1000),
     refine_positions=1000, refine_iterations=50, refine_peer_iterations=100,
     refine_speed_iterations=12, refine_speed_repeats=3, refine_pinn_groups=512,
     refine_pinn_epochs=5, train_rss_patterns=(1000, 16000, 64000), train_rss_steps=100,
