@@ -48,10 +48,10 @@ test: $(STAMP)
 	@set -e; start=$$(date +%s); \
 	for b in $(BACKENDS); do \
 	  echo "=== pytest under KERAS_BACKEND=$$b ==="; \
-	  $(TEST_ENV) KERAS_BACKEND=$$b $(PY) -m pytest -m "not crossbackend and not slow" -p no:cacheprovider -n $(TEST_WORKERS) $(PYTEST_ARGS); \
+	  $(TEST_ENV) KERAS_BACKEND=$$b $(PY) -m pytest -m "not crossbackend and not slow" -p no:cacheprovider -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS); \
 	done; \
 	echo "=== cross-backend agreement (one subprocess per backend) ==="; \
-	$(TEST_ENV) $(PY) -m pytest -m crossbackend -p no:cacheprovider -n $(TEST_WORKERS) $(PYTEST_ARGS); \
+	$(TEST_ENV) $(PY) -m pytest -m crossbackend -p no:cacheprovider -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS); \
 	echo "=== whole suite: $$(( $$(date +%s) - start )) s ==="
 
 demo: $(STAMP)

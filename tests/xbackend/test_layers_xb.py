@@ -14,7 +14,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from xb_compare import agree
-from xb_strategies import batch, magnitude, offset_kind, offsets, positive, real, seeds, zeros
+from xb_strategies import (
+    XB_SETTINGS,
+    batch,
+    magnitude,
+    offset_kind,
+    offsets,
+    positive,
+    real,
+    seeds,
+    zeros,
+)
 
 pytestmark = pytest.mark.crossbackend
 
@@ -32,6 +42,7 @@ def check_layer(pool, cls: str, config: dict, args, *, seed: int, rtol: float = 
     agree(f"{cls} gradients", {b: r["grads"] for b, r in res.items()}, rtol)
 
 
+@XB_SETTINGS
 @given(seed=seeds, b=batch, n=st.sampled_from([8, 64]), c=st.sampled_from([1, 4]),
        fmt=st.sampled_from(["channels_last", "channels_first"]))
 def test_border_mask(pool, seed, b, n, c, fmt):
@@ -41,6 +52,7 @@ def test_border_mask(pool, seed, b, n, c, fmt):
                 rtol=0.0)
 
 
+@XB_SETTINGS
 @given(seed=seeds, b=batch, n=st.sampled_from([8, 64, 128]), c=st.sampled_from([1, 4]),
        scale=magnitude, dark=zeros)
 def test_far_field(pool, seed, b, n, c, scale, dark):
@@ -49,6 +61,7 @@ def test_far_field(pool, seed, b, n, c, scale, dark):
     check_layer(pool, "FarField", {}, args, seed=seed, rtol=1e-3, list_input=True)
 
 
+@XB_SETTINGS
 @given(seed=seeds, b=batch, s=st.sampled_from([1.0, 988.2, 1e-3]), inverse=st.booleans())
 def test_intensity_scale(pool, seed, b, s, inverse):
     rng = np.random.default_rng(seed)
@@ -57,6 +70,7 @@ def test_intensity_scale(pool, seed, b, s, inverse):
                 seed=seed, layer_weights=[np.array(log_scale)], call_kwargs={"inverse": inverse})
 
 
+@XB_SETTINGS
 @given(seed=seeds, b=batch, gs=st.integers(1, 3), n=st.sampled_from([8, 64]),
        extra=st.sampled_from([4, 10]), kind=offset_kind, big=st.booleans(),
        probe_big=st.booleans(), pad=st.booleans())
@@ -70,6 +84,7 @@ def test_object_canvas(pool, seed, b, gs, n, extra, kind, big, probe_big, pad):
     check_layer(pool, "ObjectCanvas", config, args, seed=seed, rtol=1e-4, list_input=True)
 
 
+@XB_SETTINGS
 @given(seed=seeds, b=batch, gs=st.integers(1, 3), n=st.sampled_from([8, 64]),
        extra=st.sampled_from([0, 6, 14]), kind=offset_kind, scale=magnitude)
 def test_patch_extraction(pool, seed, b, gs, n, extra, kind, scale):
@@ -80,12 +95,14 @@ def test_patch_extraction(pool, seed, b, gs, n, extra, kind, scale):
     check_layer(pool, "PatchExtraction", {"n": n}, args, seed=seed, list_input=True)
 
 
+@XB_SETTINGS
 @given(seed=seeds, b=batch, scale=st.sampled_from([1.0, 10.0, 1e-4]))
 def test_pi_tanh(pool, seed, b, scale):
     rng = np.random.default_rng(seed)
     check_layer(pool, "PiTanh", {}, [real(rng, (b, 8, 8, 2), scale)], seed=seed)
 
 
+@XB_SETTINGS
 @given(seed=seeds, b=batch, n=st.sampled_from([8, 64]), c=st.sampled_from([1, 4]),
        fmt=st.sampled_from(["channels_last", "channels_first"]), dark=zeros)
 def test_polar_to_complex(pool, seed, b, n, c, fmt, dark):
@@ -95,6 +112,7 @@ def test_polar_to_complex(pool, seed, b, n, c, fmt, dark):
     check_layer(pool, "PolarToComplex", {"data_format": fmt}, args, seed=seed, list_input=True)
 
 
+@XB_SETTINGS
 @given(seed=seeds, b=batch, c=st.sampled_from([1, 4]), n=st.sampled_from([8, 64, 128]),
        sigma=st.sampled_from([0.0, 0.8]), mask=st.booleans(), trainable=st.booleans(),
        probe_zeros=zeros)
@@ -107,6 +125,7 @@ def test_probe_illumination(pool, seed, b, c, n, sigma, mask, trainable, probe_z
                 layer_weights=probe)
 
 
+@XB_SETTINGS
 @given(seed=seeds, b=batch, c=st.integers(2, 9), fmt=st.sampled_from(["channels_last",
                                                                        "channels_first"]),
        data=st.data())
@@ -119,6 +138,7 @@ def test_slice_channels(pool, seed, b, c, fmt, data):
                 [real(rng, shape)], seed=seed, rtol=0.0)
 
 
+@XB_SETTINGS
 @given(seed=seeds, b=batch, n=st.sampled_from([8, 64]), extra=st.sampled_from([0, 1, 14]))
 def test_trim_object(pool, seed, b, n, extra):
     rng = np.random.default_rng(seed)

@@ -27,7 +27,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from xb_compare import agree
-from xb_strategies import batch, magnitude, offset_kind, offsets, positive, real, seeds, zeros
+from xb_strategies import (
+    XB_SETTINGS,
+    batch,
+    magnitude,
+    offset_kind,
+    offsets,
+    positive,
+    real,
+    seeds,
+    zeros,
+)
 
 pytestmark = pytest.mark.crossbackend
 
@@ -51,6 +61,7 @@ def check(pool, prop: str, fn: str, args, *, diff=(), static=None, rtol=RTOL_SUM
 
 # -- layouts (exact) -------------------------------------------------------------------------
 
+@XB_SETTINGS
 @given(seed=seeds, b=batch, n=st.sampled_from([4, 64, 128]), gs=st.integers(1, 3))
 def test_layouts(pool, seed, b, n, gs):
     rng = np.random.default_rng(seed)
@@ -68,6 +79,7 @@ def test_layouts(pool, seed, b, n, gs):
           rtol=RTOL_EXACT)
 
 
+@XB_SETTINGS
 @given(seed=seeds, b=batch, n=st.sampled_from([4, 8, 64]), extra=st.sampled_from([0, 1, 6]))
 def test_crop_and_pad(pool, seed, b, n, extra):
     rng = np.random.default_rng(seed)
@@ -79,6 +91,7 @@ def test_crop_and_pad(pool, seed, b, n, extra):
 
 # -- translation, extraction, reassembly ------------------------------------------------------
 
+@XB_SETTINGS
 @given(seed=seeds, b=batch, hw=st.sampled_from([(8, 8), (12, 10), (64, 64), (128, 128)]),
        kind=offset_kind, scale=magnitude)
 def test_translate(pool, seed, b, hw, kind, scale):
@@ -90,6 +103,7 @@ def test_translate(pool, seed, b, hw, kind, scale):
     check(pool, "translate_real", "translate_real", [re, off], diff=(0, 1), seed=seed)
 
 
+@XB_SETTINGS
 @given(seed=seeds, kind=offset_kind, out_len=st.sampled_from([1, 8, 64]),
        src=st.sampled_from([8, 70]), start=st.integers(0, 3),
        shape=st.sampled_from([(), (3,), (2, 4)]))
@@ -104,6 +118,7 @@ groups = st.tuples(st.sampled_from([1, 3]), st.integers(1, 3), st.sampled_from([
                    st.sampled_from([0, 4, 14]))
 
 
+@XB_SETTINGS
 @given(seed=seeds, shape=groups, kind=offset_kind, scale=magnitude)
 def test_extract_patches(pool, seed, shape, kind, scale):
     g, gs, n, extra = shape
@@ -115,6 +130,7 @@ def test_extract_patches(pool, seed, shape, kind, scale):
           diff=(0, 1, 2), seed=seed)
 
 
+@XB_SETTINGS
 @given(seed=seeds, shape=groups, kind=offset_kind, normalize=st.booleans(),
        holes=st.sampled_from([0.0, 0.3]))
 def test_reassemble_patches(pool, seed, shape, kind, normalize, holes):
@@ -144,6 +160,7 @@ def _positions(rng, b, n, h, w, integer):
     return (np.floor(pos) if integer else pos).astype(np.float32)
 
 
+@XB_SETTINGS
 @given(seed=seeds, shape=scan_shapes, integer=st.booleans(), scale=magnitude)
 def test_extract_at(pool, seed, shape, integer, scale):
     b, n, extra_h, extra_w = shape
@@ -161,6 +178,7 @@ def test_extract_at(pool, seed, shape, integer, scale):
           rtol=RTOL_EXACT)
 
 
+@XB_SETTINGS
 @given(seed=seeds, shape=scan_shapes, scale=st.sampled_from([1.0, 30.0]),
        probe_zeros=zeros)
 def test_scan_forward(pool, seed, shape, scale, probe_zeros):
@@ -181,6 +199,7 @@ def test_scan_forward(pool, seed, shape, scale, probe_zeros):
 fields = st.tuples(batch, st.sampled_from([4, 8, 64, 128]))
 
 
+@XB_SETTINGS
 @given(seed=seeds, shape=fields, scale=magnitude, probe_zeros=zeros,
        sigma=st.sampled_from([0.0, 0.7, 2.0]), masked=st.booleans())
 def test_illuminate(pool, seed, shape, scale, probe_zeros, sigma, masked):
@@ -198,6 +217,7 @@ def test_illuminate(pool, seed, shape, scale, probe_zeros, sigma, masked):
         check(pool, "smooth", "smooth", o, static={"sigma": sigma}, diff=(0, 1), seed=seed)
 
 
+@XB_SETTINGS
 @given(seed=seeds, shape=fields, scale=magnitude, zero_fraction=zeros)
 def test_diffraction(pool, seed, shape, scale, zero_fraction):
     b, n = shape
@@ -210,6 +230,7 @@ def test_diffraction(pool, seed, shape, scale, zero_fraction):
 
 # -- losses -------------------------------------------------------------------------------------
 
+@XB_SETTINGS
 @given(seed=seeds, shape=st.sampled_from([(1, 4, 4), (3, 16, 16), (2, 64, 64, 4)]),
        level=st.sampled_from([1e-6, 1.0, 1e4]), dark=zeros)
 def test_poisson_losses(pool, seed, shape, level, dark):
@@ -220,6 +241,7 @@ def test_poisson_losses(pool, seed, shape, level, dark):
         check(pool, fn, fn, [lam, k], diff=(0,), seed=seed)
 
 
+@XB_SETTINGS
 @given(seed=seeds, shape=st.sampled_from([(1, 4, 4), (3, 16, 16), (2, 64, 64)]),
        scale=magnitude, ties=zeros)
 def test_real_losses(pool, seed, shape, scale, ties):
