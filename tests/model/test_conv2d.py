@@ -57,6 +57,33 @@ def _no_grad(layer, x):
     return layer(x)
 
 
+def test_the_fused_path_is_what_runs_under_torch_without_gradients(monkeypatch):
+    """The comparison above would pass just as well if the fused branch never ran: here every
+    convolution is seen, and Keras's own ``call`` is made to fail."""
+    if keras.backend.backend() != "torch":
+        pytest.skip("the fusion exists under torch only (see test_fusion_applies_only_where_...)")
+    import torch
+    import torch.nn.functional as F
+
+    ours, _, x = _pair("relu", True, "float32", "channels_first")
+    real, with_bias = F.conv2d, []
+
+    def spy(inputs, weight, bias=None, *args, **kwargs):
+        with_bias.append(bias is not None)
+        return real(inputs, weight, bias, *args, **kwargs)
+
+    def keras_call(*args, **kwargs):
+        raise AssertionError("keras.layers.Conv2D.call ran instead of the fused path")
+
+    monkeypatch.setattr(F, "conv2d", spy)
+    monkeypatch.setattr(keras.layers.Conv2D, "call", keras_call)
+    with torch.no_grad():
+        ours(torch.as_tensor(x))
+    assert with_bias == [True]  # one convolution, the bias inside it
+    with pytest.raises(AssertionError, match="instead of the fused path"):
+        ours(torch.as_tensor(x))  # gradients recorded: Keras's call (patched to fail here)
+
+
 def test_fusion_applies_only_where_it_is_exact():
     ours, _, _ = _pair("relu", True, "float32", _fmt())
     assert ours._fusable() == (keras.backend.backend() == "torch")
