@@ -244,6 +244,16 @@ class ShardPlan:
         return _jax_predictor(model, self.distribution, self.n_devices)
 
 
+def pad_rows(a: np.ndarray, rows: int) -> np.ndarray:
+    """``a`` with its last row repeated up to ``rows`` rows (a batch padded to a fixed length;
+    the caller drops the padded rows' outputs). Repeating a real row keeps the padding inside
+    the data's own range."""
+    a = np.asarray(a)
+    if len(a) >= rows:
+        return a
+    return np.concatenate([a, np.repeat(a[-1:], rows - len(a), axis=0)])
+
+
 #: The plan of ``--distribute none``.
 NO_DISTRIBUTION = ShardPlan()
 
@@ -335,7 +345,7 @@ def _jax_predictor(model: Any, distribution: Any, n_devices: int) -> Predictor:
         for a in inputs:
             a = np.asarray(a)
             if pad:
-                a = np.concatenate([a, np.repeat(a[-1:], pad, axis=0)])
+                a = pad_rows(a, n + pad)
             arrays.append(place(a, distribution.get_data_layout(a.shape).backend_layout))
         out = forward(trainable, non_trainable, tuple(arrays))
         return np.asarray(out)[:n]

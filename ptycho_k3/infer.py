@@ -92,24 +92,18 @@ def predict_objects(models: ModelPair, x: np.ndarray | GroupedDiffraction, offse
     multiplied by ``input_scale`` one batch at a time, so no scaled copy of the scan is made.
     ``predict``: the batch's forward pass (default ``models.inference.predict_on_batch``; under
     ``--distribute`` :meth:`ptycho_k3.distribute.ShardPlan.predictor`). ``pad_to``: a batch
-    shorter than this is padded with zero rows to that length before the forward pass (and the
-    padding dropped after), so the network sees one batch shape only.
+    shorter than this is padded to that length by repeating its last row
+    (:func:`ptycho_k3.distribute.pad_rows`; the padding's outputs are dropped), so the network
+    sees one batch shape only.
     """
     xb = np.multiply(x[start:stop], np.float32(input_scale), dtype=np.float32)
     ob = offsets[start:stop]
     rows = len(xb)
-    if pad_to is not None and rows < pad_to:
-        xb = _zero_pad_rows(xb, pad_to)
-        ob = _zero_pad_rows(ob, pad_to)
+    if pad_to is not None:
+        xb, ob = distribute.pad_rows(xb, pad_to), distribute.pad_rows(ob, pad_to)
     out = (predict or models.inference.predict_on_batch)((xb, ob))
     out = np.asarray(out)[:rows]
     return (out[..., 0] + 1j * out[..., 1]).astype(np.complex64)
-
-
-def _zero_pad_rows(a: np.ndarray, rows: int) -> np.ndarray:
-    padded = np.zeros((rows, *a.shape[1:]), dtype=a.dtype)
-    padded[: len(a)] = a
-    return padded
 
 
 def _fixed_batch_shape(total: int, batch_size: int) -> int | None:
@@ -168,7 +162,8 @@ def reconstruct(models: ModelPair, data: ScanData, *, input_scale: float,
     centres = grouped.centres()
     stitcher = StreamingStitcher(centres, cfg.N, M)
     predict = distribute.setup(distribute_mode).predictor(models.inference)
-    pad_to = _fixed_batch_shape(total := grouped.n_groups, batch_size)
+    total = grouped.n_groups
+    pad_to = _fixed_batch_shape(total, batch_size)
     kept = []
     t_pred = t_stitch = 0.0
     for start in range(0, total, batch_size):

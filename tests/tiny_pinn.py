@@ -51,14 +51,15 @@ def train_tiny_pinn(train_scan):
 
 
 def main() -> int:
+    from ptycho_k3.atomic import atomic_path
     from ptycho_k3.bundle import save_bundle
 
     train_scan, _ = tiny_scans()
     result = train_tiny_pinn(train_scan)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, atomic_path(BUNDLE) as partial:
         written = save_bundle(tmp, result.models, {"input_scale": float(result.input_scale),
                                                    "recipe": "tests/tiny_pinn.py"})
-        shutil.copyfile(written, BUNDLE)
+        shutil.copyfile(written, partial)
     print(f"wrote {BUNDLE} ({BUNDLE.stat().st_size / 1e6:.1f} MB), final loss "
           f"{result.history['loss'][-1]:.4g}")
     return 0
