@@ -3,11 +3,12 @@ same NumPy weights and inputs give the same numbers on TensorFlow, PyTorch and J
 
 Shapes come from a small fixed set of configurations (each new shape compiles anew under JAX),
 values from hypothesis. Weights are initialised once per configuration by the TensorFlow worker
-and loaded by all three; seeds never have to agree.
+(from a fixed Keras seed, so every run compares the same numbers) and loaded by all three; seeds
+never have to agree across backends.
 
 Tolerances (relative to the largest magnitude of each array):
 - outputs 1e-4: a dozen float32 conv layers and an FFT, each ~1e-6, compounding.
-- loss 1e-3 and gradients 3e-3 (GRAD_RTOL, derived there) for the smooth activation (swish),
+- loss 1e-3 and gradients 1e-2 (GRAD_RTOL, measured there) for the smooth activation (swish),
   with and without a mask of valid detector pixels: the same chain backwards through
   the Poisson deviance; targets are drawn near the model's own prediction, where the loss is
   well conditioned (far from it lambda can sit below float32 FFT rounding, and k*log(lambda) is
@@ -36,9 +37,12 @@ SCALE = 988.2117688026185  # sqrt(1e9) / 32
 #: Gradients of the whole model. The probe's gradient and the output layers' biases are sums over
 #: B*N^2 pixels of terms whose sign changes (targets lie within +-10 % of the prediction, so
 #: dL/dlambda = 1 - k/lambda takes both signs): with that cancellation the ~4e-6 relative output
-#: differences grow to ~2e-3 on the sum (measured worst: probe 2.1e-3, phase output bias 1.2e-3,
-#: at seed 0, batch 3, gs1 swish, with or without a mask); other arrays stayed below 5e-4.
-GRAD_RTOL = 3e-3
+#: differences grow on the sum, by a factor that depends on the draw and has a long tail.
+#: Measured over 200 draws (25 weight perturbations x batch 1/3 x mask or not x torch/JAX
+#: against TF): median 2e-5, 90th percentile 1.6e-4, worst 1.6e-3 (phase output bias); one CI
+#: run drew a probe gradient 3.4e-3 away. 1e-2 is three times the worst seen; a wrong gradient
+#: (a sign, a factor, a missing term) is wrong by O(1) of the array's scale.
+GRAD_RTOL = 1e-2
 CONFIGS = {
     "pinn_gs1_swish": TrainingConfig(
         model=ModelConfig(N=64, gridsize=1, n_filters_scale=1, hidden_activation="swish",
@@ -111,7 +115,7 @@ def test_model_outputs_losses_and_gradients(pool, name, seed, b, masked):
     assert len(grads) > 20 and nonzero >= 0.9 * len(grads), (nonzero, len(grads))
     # A bias gradient is a sum over every pixel and sample: where its terms cancel, float32
     # leaves an error of ~eps * sum|terms| on a small total, so each array is compared relative
-    # to at least 1e-2 of the model's largest gradient (absolute 1e-5 of it at rtol 1e-3).
+    # to at least 1e-2 of the model's largest gradient (absolute 1e-4 of it at GRAD_RTOL).
     floor = 1e-2 * max(float(np.max(np.abs(ref[g]))) for g in grads)
     agree(f"model {name} gradients",
           {bk: [r["grads"][g] for g in grads] for bk, r in res.items()}, GRAD_RTOL, labels=grads,
