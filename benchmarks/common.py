@@ -107,6 +107,36 @@ def load_average() -> float:
         return float("nan")
 
 
+def _cpu_jiffies() -> list[int] | None:
+    try:
+        with open("/proc/stat") as fh:
+            return [int(v) for v in fh.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+
+
+def other_work(seconds: float = 1.0) -> dict[str, float] | None:
+    """Share of the machine's CPU time busy, and stolen by the hypervisor, over ``seconds``.
+
+    Sampled from ``/proc/stat`` while none of the benchmark's own workers runs, so unlike the
+    load average (a one-minute decaying mean, still ~1 per busy core a minute after the previous
+    worker ended) it measures only other work: ``busy`` = non-idle / all jiffies over the window
+    (0..1 of all cores), ``steal`` = time the virtual cores waited for the physical ones (other
+    tenants of the host). None where ``/proc/stat`` is unavailable.
+    """
+    first = _cpu_jiffies()
+    time.sleep(seconds)
+    second = _cpu_jiffies()
+    if first is None or second is None:
+        return None
+    delta = [b - a for a, b in zip(first, second, strict=False)]
+    total = sum(delta[:8])  # user nice system idle iowait irq softirq steal (guest is in user)
+    if total <= 0:
+        return None
+    idle = delta[3] + delta[4]
+    return {"busy": (total - idle) / total, "steal": delta[7] / total}
+
+
 def machine_info() -> dict[str, Any]:
     """Facts that make numbers comparable: CPU, cores, memory, bf16 support, env switches."""
     flags = cpu_flags()

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import load_average, machine_info
+from benchmarks.common import machine_info, other_work
 from benchmarks.plan import BACKENDS, MEASURES, PEER_MEASURE, REFINE_GROUPS, jobs
 from benchmarks.report import (
     fastest_backend,
@@ -37,7 +37,7 @@ from benchmarks.report import (
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
-BUSY_LOAD = 0.5  # load average per core above which the machine counts as shared/busy
+BUSY_SHARE = 0.25  # CPU share busy with other work above which the machine counts as shared
 
 
 class WorkerFailed(RuntimeError):
@@ -86,36 +86,45 @@ def derived(records: list[dict[str, Any]], backends: tuple[str, ...]) -> list[di
     return out
 
 
-def header(quick: bool, started: dt.datetime, seconds: float, loads: list[float],
-           title: str = "ptycho-k3 benchmarks",
-           how: str = "- medians of repeats after a warm-up; every record's config in latest.json "
-                      "says how it was measured (quick mode extrapolates seconds/epoch from "
-                      "single steps)") -> str:
-    """The markdown preamble: mode, commit (``+dirty`` with uncommitted changes), machine, load."""
+def source_commit() -> str:
+    """``git rev-parse --short HEAD``, ``+dirty`` with uncommitted changes to tracked files.
+
+    Taken before any worker runs: the run's own outputs (``latest.*``) are tracked files."""
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
                                 capture_output=True, check=True).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
                                cwd=ROOT, text=True, capture_output=True, check=True).stdout
-        commit += "+dirty" if dirty.strip() else ""
+        return commit + ("+dirty" if dirty.strip() else "")
     except (OSError, subprocess.CalledProcessError):
-        commit = "unknown"
+        return "unknown"
+
+
+def header(quick: bool, started: dt.datetime, seconds: float, commit: str,
+           work_seen: list[dict[str, float]], title: str = "ptycho-k3 benchmarks",
+           how: str = "- medians of repeats after a warm-up; every record's config in latest.json "
+                      "says how it was measured (quick mode extrapolates seconds/epoch from "
+                      "single steps)") -> str:
+    """The markdown preamble: mode, commit, machine, and the other work seen between workers."""
     m = machine_info()
     cores = m["cores"] or 1
-    busy = max(loads, default=0.0) > BUSY_LOAD * cores
+    busy = [o["busy"] for o in work_seen]
+    steal = [o["steal"] for o in work_seen]
     lines = [
         f"# {title} ({'quick' if quick else 'full'} mode)",
         "",
         f"- run: {started:%Y-%m-%d %H:%M} UTC, {seconds / 60:.1f} min, commit {commit}",
         f"- machine: {m['cpu']}, {cores} cores, {m['mem_gib']} GiB, AVX-512 {m['avx512f']}, "
         f"AVX-512 BF16 {m['avx512_bf16']}, TF_ENABLE_ONEDNN_OPTS={m['TF_ENABLE_ONEDNN_OPTS']}",
-        f"- load average before the workers: min {min(loads, default=0):.1f}, "
-        f"max {max(loads, default=0):.1f} on {cores} cores",
-        how,
     ]
-    if busy:
-        lines.append("- **shared machine**: other work was running (load average above "
-                     f"{BUSY_LOAD} per core); absolute timings are pessimistic and noisy, "
+    if work_seen:
+        lines.append(f"- other work, 1 s before each worker with none of ours running: CPU busy "
+                     f"{100 * min(busy):.0f}-{100 * max(busy):.0f} % of {cores} cores, "
+                     f"stolen by the host {100 * min(steal):.1f}-{100 * max(steal):.1f} %")
+    lines.append(how)
+    if busy and max(busy) > BUSY_SHARE:
+        lines.append(f"- **shared machine**: other work took over {100 * BUSY_SHARE:.0f} % of "
+                     "the CPU before some workers; absolute timings are pessimistic and noisy, "
                      "compare backends within this run only")
     return "\n".join(lines)
 
@@ -161,12 +170,15 @@ def main(argv: list[str] | None = None) -> int:
     started, t0 = dt.datetime.now(dt.timezone.utc), time.perf_counter()
     records: list[dict[str, Any]] = []
     failures: list[str] = []
-    loads: list[float] = []
+    work_seen: list[dict[str, float]] = []  # other work before each worker
+    commit = source_commit()
     todo = jobs(backends, tuple(args.measures))
     print(f"benchmarks ({'quick' if args.quick else 'full'}): {len(todo)} workers "
           f"({', '.join(args.measures)}) x ({', '.join(backends)})", flush=True)
     for i, (measure, backend) in enumerate(todo, 1):
-        loads.append(load_average())
+        seen = other_work()
+        if seen is not None:
+            work_seen.append(seen)
         t = time.perf_counter()
         try:
             got = run_worker(measure, backend, args.quick, timeout)
@@ -177,8 +189,9 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
             continue
         records += got
-        print(f"[{i}/{len(todo)}] {measure:<16} {backend:<10} {time.perf_counter() - t:6.1f} s "
-              f"(load {loads[-1]:.1f})", flush=True)
+        busy = f" (other work {100 * seen['busy']:.0f} % busy)" if seen else ""
+        print(f"[{i}/{len(todo)}] {measure:<16} {backend:<10} {time.perf_counter() - t:6.1f} s"
+              f"{busy}", flush=True)
     records += derived(records, backends)
 
     def group(r: dict[str, Any]) -> str:
@@ -193,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     if any(m != "refine" for m in args.measures):
         (args.out_dir / "latest.json").write_text(json.dumps(others, indent=1, default=float)
                                                   + "\n")
-        table = markdown(others, backends, header(args.quick, started, seconds, loads))
+        table = markdown(others, backends, header(args.quick, started, seconds, commit, work_seen))
         (args.out_dir / "latest.md").write_text(table)
         plot_throughput(others, backends, args.out_dir / "throughput.png")
         plots = ["throughput.png"]
@@ -204,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {args.out_dir}/latest.json, latest.md, {', '.join(plots)}")
     if "refine" in args.measures:
         write_refine(refine, backends, args.out_dir,
-                     header(args.quick, started, seconds, loads, "ptycho-k3 refinement benchmark",
+                     header(args.quick, started, seconds, commit, work_seen,
+                            "ptycho-k3 refinement benchmark",
                             "- every record's config in refine_latest.json says how it was "
                             "measured (settings, scan fingerprint, pty-chi options); the "
                             "`history` records hold the curves"))
