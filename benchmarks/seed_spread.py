@@ -42,6 +42,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.common import load_average
+
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "tests" / "fixtures" / "lcls_probe_object.npz"
 RESULTS = ROOT / "benchmarks" / "results"
@@ -71,13 +73,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--worker", type=Path, help=argparse.SUPPRESS)  # internal: one run
     ap.add_argument("--simulate", type=Path, help=argparse.SUPPRESS)  # internal: the data
     return ap.parse_args(argv)
-
-
-def load_average() -> float:
-    try:
-        return float(os.getloadavg()[0])
-    except OSError:
-        return float("nan")
 
 
 def _start_like_a_command() -> str:

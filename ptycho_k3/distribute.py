@@ -343,9 +343,7 @@ def _jax_predictor(model: Any, distribution: Any, n_devices: int) -> Predictor:
         pad = -n % n_devices
         arrays = []
         for a in inputs:
-            a = np.asarray(a)
-            if pad:
-                a = pad_rows(a, n + pad)
+            a = pad_rows(a, n + pad)
             arrays.append(place(a, distribution.get_data_layout(a.shape).backend_layout))
         out = forward(trainable, non_trainable, tuple(arrays))
         return np.asarray(out)[:n]
